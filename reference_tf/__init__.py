@@ -1,0 +1,6 @@
+"""TensorFlow reference of the PtychoPINN-style forward model (forward-model.md)."""
+from .config import ModelConfig
+from .model import ForwardModel
+from .weights import check_weights, init_weights, weight_spec
+
+__all__ = ["ModelConfig", "ForwardModel", "check_weights", "init_weights", "weight_spec"]
