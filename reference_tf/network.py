@@ -146,6 +146,7 @@ class Generator(keras.Model):
         latent = tf.zeros((1, 8, 8, 128 * config.n_filters_scale), dtype=dtype)
         self.decoder_amp(latent)
         self.decoder_phase(latent)
+        self.built = True
 
     def call(self, x):
         latent = self.encoder(x)

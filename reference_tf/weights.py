@@ -121,6 +121,8 @@ def save_weights_npz(path, weights: Mapping[str, np.ndarray]) -> None:
 def load_weights_npz(path) -> Dict[str, np.ndarray]:
     """Read a weight set; refuse pickles and name the file when it is unreadable."""
     path = Path(path)
+    if path.exists() and not zipfile.is_zipfile(path):
+        raise ValueError(f"weights file {path} is not a readable .npz archive (no zip header)")
     try:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
