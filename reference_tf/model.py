@@ -46,9 +46,18 @@ def set_deterministic() -> None:
     tf.config.experimental.enable_tensor_float_32_execution(False)
 
 
+def _op_determinism_enabled() -> bool:
+    try:  # no public getter in TF 2.21
+        from tensorflow.python.framework import config as tf_config
+
+        return bool(tf_config.is_op_determinism_enabled())
+    except (ImportError, AttributeError):  # pragma: no cover - older/newer TF
+        return os.environ.get("TF_DETERMINISTIC_OPS", "") in ("1", "true")
+
+
 def determinism_flags() -> Dict[str, object]:
     return {
-        "tf_op_determinism": bool(tf.config.experimental.is_op_determinism_enabled()),
+        "tf_op_determinism": _op_determinism_enabled(),
         "tf_tensor_float_32": bool(tf.config.experimental.tensor_float_32_execution_enabled()),
         "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "<unset: oneDNN on>"),
         "tf_inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),

@@ -1,0 +1,162 @@
+"""Named, frozen parity cases and the suites that group them.
+
+A case is a model config (forward-model.md §1 fields that differ from the defaults) + a
+fixture + a weight set + dtype + batch size. :func:`prepare` turns a case into the three
+things both backends receive: the config dict, the neutral weights and the canonical inputs.
+
+Weights are named ``"glorot:<seed>"`` (Glorot-uniform from a seed, reference_tf.weights)
+or ``"file:<name>"`` (``fixtures/weights/<name>.npz``, e.g. a set trained by the reference).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Mapping, Optional, Tuple
+
+import numpy as np
+
+from reference_tf.config import ModelConfig
+from reference_tf.weights import check_weights, init_weights, load_weights_npz
+
+from . import fixtures as fixture_store
+
+WEIGHTS_DIR = fixture_store.DEFAULT_DIR / "weights"
+SUITES = ("default", "nightly")
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    fixture: str
+    model: Tuple[Tuple[str, object], ...] = ()  # config fields that differ from the defaults
+    weights: str = "glorot:1"
+    dtype: str = "float32"
+    batch: Optional[int] = None  # None: the whole fixture batch
+    input_seed: Optional[int] = None  # None: the stored fixture; else regenerate with this seed
+    suites: Tuple[str, ...] = ("default",)
+    covers: str = ""
+
+    @property
+    def config(self) -> ModelConfig:
+        spec = fixture_store.get_spec(self.fixture)
+        fields = dict(self.model)
+        fields.setdefault("N", spec.N)
+        fields.setdefault("gridsize", spec.gridsize)
+        fields.setdefault("probe_scale", spec.probe_scale)
+        return ModelConfig(**fields)
+
+    def with_(self, **changes) -> "Case":
+        """A variant of this case (e.g. another dtype or input seed), renamed to say so."""
+        suffix = "".join(f"@{k}={v}" for k, v in changes.items() if k not in ("name", "suites"))
+        changes.setdefault("name", self.name + suffix)
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["model"] = dict(self.model)
+        d["config"] = self.config.to_dict()
+        return d
+
+
+def _m(**kw) -> Tuple[Tuple[str, object], ...]:
+    return tuple(sorted(kw.items()))
+
+
+_CASES = (
+    # ---- default suite: every configuration axis of forward-model.md §1 at least once ----
+    Case("n64_g2", "n64_g2_int", _m(n_filters_scale=1), "file:n64_g2_n1_trained",
+         covers="defaults (object_big, sigmoid, pad_object), integer offsets, trained weights, n=1"),
+    Case("n64_g1", "n64_g1_int", covers="gridsize 1, zero offsets"),
+    Case("n64_g2_sub_swish", "n64_g2_sub", _m(amp_activation="swish"), "glorot:2",
+         covers="sub-pixel offsets, random-phase probe, swish"),
+    Case("n64_g2_biased_softplus", "n64_g2_biased", _m(amp_activation="softplus"), "glorot:3",
+         covers="offsets with non-zero batch mean, softplus"),
+    Case("n64_g2_probe_big_relu", "n64_g2_int", _m(probe_big=True, amp_activation="relu"), "glorot:4",
+         covers="probe_big border branch, relu"),
+    Case("n64_g1_pad_false", "n64_g1_int", _m(pad_object=False), "glorot:5", covers="pad_object False"),
+    Case("n64_g2_object_small", "n64_g2_int", _m(object_big=False), "glorot:6",
+         covers="object_big False with gridsize 2 (C shifted copies)"),
+    Case("n64_g2_mask_smooth", "n64_g2_poisson", _m(probe_mask=True, gaussian_smoothing_sigma=0.8), "glorot:7",
+         covers="probe_mask, gaussian smoothing, Poisson-noisy data"),
+    Case("n128_g2", "n128_g2_int", covers="N 128, gridsize 2"),
+    Case("n128_g1_sub", "n128_g1_sub", _m(probe_big=True), "glorot:8", covers="N 128 sub-pixel, probe_big"),
+    # ---- nightly additions ----
+    Case("n256_g1", "n256_g1_int", suites=("nightly",), covers="N 256"),
+    Case("n64_g3", "n64_g3_int", suites=("nightly",), covers="gridsize 3"),
+    Case("n64_g2_big", "n64_g2_big", suites=("nightly",), covers="B*C = 64"),
+    Case("n128_g3_big", "n128_g3_big", _m(probe_big=True), suites=("nightly",), covers="N 128 gridsize 3, B*C = 72"),
+    Case("n64_g2_f64", "n64_g2_sub", _m(probe_big=True), "glorot:9", dtype="float64", suites=("nightly",),
+         covers="float64 end to end"),
+)
+
+CASES: Dict[str, Case] = {c.name: c for c in _CASES}
+
+
+def suite(name: str) -> Tuple[Case, ...]:
+    """``default``: the default cases; ``nightly``: the default cases plus the nightly ones."""
+    if name not in SUITES:
+        raise ValueError(f"unknown suite {name!r}; expected one of {list(SUITES)}")
+    if name == "default":
+        return tuple(c for c in _CASES if "default" in c.suites)
+    return _CASES
+
+
+def get_case(name: str) -> Case:
+    try:
+        return CASES[name]
+    except KeyError:
+        raise KeyError(f"unknown case {name!r}; known cases are {sorted(CASES)}") from None
+
+
+def load_case_weights(case: Case) -> Dict[str, np.ndarray]:
+    kind, _, arg = case.weights.partition(":")
+    cfg = case.config
+    if kind == "glorot":
+        weights = init_weights(cfg, int(arg))
+    elif kind == "file":
+        path = WEIGHTS_DIR / f"{arg}.npz"
+        weights = load_weights_npz(path)
+    else:
+        raise ValueError(f"case {case.name}: weights {case.weights!r} must be 'glorot:<seed>' or 'file:<name>'")
+    check_weights(cfg, weights)
+    return weights
+
+
+def prepare(case: Case) -> Tuple[Dict[str, object], Dict[str, np.ndarray], Dict[str, np.ndarray]]:
+    """(config dict, neutral weights, canonical inputs) of a case.
+
+    Inputs are float64 / complex128 NumPy arrays; each backend casts them to its run dtype.
+    ``diffraction = s * X`` (forward-model.md §2), computed once here in float64.
+    """
+    cfg = case.config
+    if case.input_seed is None:
+        fx = fixture_store.load_fixture(case.fixture)
+        arrays = fx.arrays
+    else:
+        spec = dataclasses.replace(fixture_store.get_spec(case.fixture), seed=case.input_seed)
+        arrays, _ = fixture_store.generate(spec)
+    batch = arrays["X"].shape[0] if case.batch is None else case.batch
+    if not 1 <= batch <= arrays["X"].shape[0]:
+        raise ValueError(f"case {case.name}: batch={batch} but fixture {case.fixture} holds {arrays['X'].shape[0]}")
+    inputs = {
+        "diffraction": cfg.scale * np.asarray(arrays["X"][:batch], dtype=np.float64),
+        "offsets": np.asarray(arrays["offsets"][:batch], dtype=np.float64),
+        "probe_raw": np.asarray(arrays["probe_raw"], dtype=np.complex128),
+    }
+    return cfg.to_dict(), load_case_weights(case), inputs
+
+
+def fixture_hashes(cases) -> Dict[str, str]:
+    """sha256 of every stored fixture (and weight file) the cases use."""
+    out: Dict[str, str] = {}
+    for case in cases:
+        spec = fixture_store.get_spec(case.fixture)
+        if spec.stored:
+            out[spec.file] = fixture_store.file_sha256(fixture_store.DEFAULT_DIR / spec.file)
+        kind, _, arg = case.weights.partition(":")
+        if kind == "file":
+            path = WEIGHTS_DIR / f"{arg}.npz"
+            if path.exists():
+                out[f"weights/{arg}.npz"] = fixture_store.file_sha256(path)
+    return out
