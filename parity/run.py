@@ -1,0 +1,116 @@
+"""Run a case through both backends and compare: captures -> CaseResult.
+
+``run_case("n64_g2")`` runs the TensorFlow reference, then the PyTorch port with the
+reference's stages as teacher (local error), and compares the two with the tolerance table.
+``tolerance_mode="noise_floor"`` also runs the reference in float64 and gates the port's
+float32 error against k x the reference's own float32 error (parity.tolerances).
+
+Each backend runs in this process (``isolation="inprocess"``) or in its own Python process
+(``isolation="subprocess"``, captures travel as .npz); both give identical numbers.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Optional, Union
+
+from . import cases as case_registry
+from .adapters.base import Job, JobResult, execute
+from .capture import Capture
+from .compare import CaseResult, compare
+from .tolerances import NOISE_FLOOR_K, ToleranceTable, load_tolerances, noise_floor_tolerances
+
+log = logging.getLogger(__name__)
+
+REFERENCE, PORT = "tf", "torch"
+ISOLATIONS = ("inprocess", "subprocess")
+TOLERANCE_MODES = ("table", "noise_floor")
+
+
+@dataclass
+class CaseRun:
+    """Everything one case produced: the verdict and the captures it was decided from."""
+
+    case: case_registry.Case
+    result: CaseResult
+    reference: Capture  # the capture the port was compared against
+    port: Capture
+    local: Optional[Dict[str, object]] = None
+    extra: Dict[str, Capture] = field(default_factory=dict)  # e.g. the float32 reference in noise-floor mode
+    timings: Dict[str, float] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.result)
+
+
+def _execute(job: Job, isolation: str, workdir: Optional[Path]) -> JobResult:
+    if isolation == "inprocess":
+        return execute(job)
+    from .adapters.worker import run_in_subprocess
+
+    if workdir is None:
+        with tempfile.TemporaryDirectory(prefix=f"parity-{job.backend}-") as tmp:
+            return run_in_subprocess(job, Path(tmp))
+    return run_in_subprocess(job, workdir / f"{job.backend}-{job.dtype}-{job.device}")
+
+
+def run_case(
+    case: Union[str, case_registry.Case],
+    *,
+    dtype: Optional[str] = None,
+    device: str = "cpu",
+    tolerances: Optional[Union[ToleranceTable, str, Path]] = None,
+    tolerance_mode: str = "table",
+    noise_floor_k: float = NOISE_FLOOR_K,
+    isolation: str = "inprocess",
+    teacher_forcing: bool = True,
+    workdir: Optional[Path] = None,
+) -> CaseRun:
+    """Run one case on both backends and compare them stage by stage."""
+    if isinstance(case, str):
+        case = case_registry.get_case(case)
+    if dtype is not None and dtype != case.dtype:
+        case = case.with_(dtype=dtype)
+    if isolation not in ISOLATIONS:
+        raise ValueError(f"isolation={isolation!r}; expected one of {list(ISOLATIONS)}")
+    if tolerance_mode not in TOLERANCE_MODES:
+        raise ValueError(f"tolerance_mode={tolerance_mode!r}; expected one of {list(TOLERANCE_MODES)}")
+    if not isinstance(tolerances, ToleranceTable):
+        tolerances = load_tolerances(tolerances)
+
+    t0 = time.perf_counter()
+    config, weights, inputs = case_registry.prepare(case)
+    timings = {"prepare_s": time.perf_counter() - t0}
+
+    def job(backend, dt, teacher=None):
+        return Job(backend=backend, config=config, weights=weights, inputs=inputs, dtype=dt, device=device,
+                   case=case.name, teacher=teacher)
+
+    extra: Dict[str, Capture] = {}
+    noise_floor = tolerance_mode == "noise_floor" and case.dtype == "float32"
+    if noise_floor:
+        oracle = _execute(job(REFERENCE, "float64"), isolation, workdir)
+        ref32 = _execute(job(REFERENCE, "float32"), isolation, workdir)
+        extra["reference_float32"] = ref32.capture
+        reference = oracle
+        tol = noise_floor_tolerances(oracle.capture, ref32.capture, k=noise_floor_k)
+    else:
+        reference = _execute(job(REFERENCE, case.dtype), isolation, workdir)
+        tol = tolerances
+    port = _execute(job(PORT, case.dtype, reference.capture.stages if teacher_forcing else None), isolation, workdir)
+
+    t0 = time.perf_counter()
+    result = compare(reference.capture, port.capture, tol, case=case.name, dtype=case.dtype, device=device,
+                     local=port.local)
+    timings["compare_s"] = time.perf_counter() - t0
+    for side, jr in (("reference", reference), ("port", port)):
+        for k, v in jr.timings.items():
+            timings[f"{side}_{k}"] = v
+    result.meta["tolerance_mode"] = "noise_floor" if noise_floor else "table"
+    result.meta["isolation"] = isolation
+    log.info("case %s: %s (first divergent stage %s)", case.name, result.verdict, result.first_divergent_stage)
+    return CaseRun(case=case, result=result, reference=reference.capture, port=port.capture, local=port.local,
+                   extra=extra, timings=timings)
