@@ -1,0 +1,82 @@
+"""The forward-parity suite: `pytest tests/parity -k forward`.
+
+One test per (case, stage) of the suite, one per case for the stage set and the first
+divergent stage, and one golden check per case of the reference's own statistics (so a
+change of the reference itself is caught even when the port follows it).
+Narrow with e.g. `-k "forward and n64_g2 and canvas"`; `--suite nightly` adds the nightly cases.
+"""
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pytest_regressions.ndarrays_regression import NDArraysRegressionFixture
+
+from parity import messages, stages
+
+from .goldens import golden_arrays
+
+ACCEPT = ("If the reference changed on purpose (e.g. a TensorFlow upgrade), accept it with "
+          "`pytest tests/parity -k forward --force-regen` and commit the regenerated goldens.")
+
+
+def test_forward_stage(case_cache, case_name, stage_name):
+    result, _ = case_cache.get(case_name)
+    stage = result.stage(stage_name)
+    if not stage:
+        pytest.fail(messages.format_stage_failure(case_name, stage, result.patch_errors.get(stage_name)),
+                    pytrace=False)
+
+
+def test_forward_case(case_cache, case_name):
+    result, reference = case_cache.get(case_name)
+    assert [s.name for s in result.stages] == list(stages.STAGE_NAMES)
+    assert list(reference.stages) == list(stages.STAGE_NAMES)
+    assert not result.problems, result.problems
+    if result.first_divergent_stage is not None:
+        pytest.fail(messages.format_case_summary(result), pytrace=False)
+
+
+def test_forward_golden(case_cache, case_name, ndarrays_regression):
+    _, reference = case_cache.get(case_name)
+    data, tolerances = golden_arrays(reference.stages)
+    try:
+        ndarrays_regression.check(data, basename=f"golden_{case_name}", tolerances=tolerances)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{ACCEPT}") from None
+
+
+class _NoRegen:
+    """A request whose --force-regen / --regen-all are off, so a check can only compare."""
+
+    def __init__(self, request):
+        self._request = request
+        self.config = self
+        self.node = request.node
+
+    def getoption(self, name, default=None):
+        if name in ("force_regen", "regen_all"):
+            return False
+        return self._request.config.getoption(name, default)
+
+
+@pytest.mark.parametrize("stage_name", ["amp", "canvas", "far_field_amp", "loss_nll"])
+def test_forward_golden_bites(case_cache, request, tmp_path, stage_name):
+    """Perturbing one reference stage by a relative 1e-4 fails the golden check for that stage.
+
+    The check runs against a copy of the committed golden, never in regeneration mode."""
+    _, reference = case_cache.get("n64_g2")
+    golden = Path(__file__).with_suffix("") / "golden_n64_g2.npz"
+    shutil.copy(golden, tmp_path / golden.name)
+    checker = NDArraysRegressionFixture(tmp_path, tmp_path, _NoRegen(request))
+    data, tolerances = golden_arrays(reference.stages)
+    checker.check(data, basename="golden_n64_g2", tolerances=tolerances)  # unperturbed: passes
+    perturbed = dict(reference.stages)
+    perturbed[stage_name] = np.asarray(perturbed[stage_name]) * (1 + 1e-4)
+    data, tolerances = golden_arrays(perturbed)
+    with pytest.raises(AssertionError) as err:
+        checker.check(data, basename="golden_n64_g2", tolerances=tolerances)
+    message = str(err.value)
+    assert stage_name + "." in message
+    others = [s for s in stages.STAGE_NAMES if s != stage_name and f"\n{s}." in message]
+    assert not others, f"only {stage_name} should differ, also reported: {others}"
