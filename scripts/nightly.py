@@ -1,0 +1,90 @@
+"""The nightly parity gate, runnable locally; the CI workflow is a thin wrapper around it.
+
+    python scripts/nightly.py [--reports reports] [--suite nightly] [--baseline HUB|auto|none]
+                              [-- extra arguments for python -m parity.report]
+
+Steps:
+1. ``pytest tests/parity -k forward --suite SUITE --junitxml HUB/junit-pytest.xml``
+2. ``python -m parity.report --suite SUITE --hub HUB --baseline LAST_GREEN --junit HUB/junit-report.xml``
+   where HUB is ``REPORTS/nightly-<UTC date-time>`` and LAST_GREEN the newest earlier
+   ``REPORTS/nightly-*`` hub whose ``parity_report.json`` says ``"verdict": "pass"`` (none on a
+   first run: the report then runs without drift checks and says so).
+
+Exit code: 0 only when both steps pass and no drift was flagged; otherwise the first
+non-zero code of the two (1 = parity failure or drift, 2 = bad usage or input).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def last_green(reports: Path, exclude: Optional[Path] = None) -> Optional[Path]:
+    """Newest ``nightly-*`` hub under ``reports`` whose report verdict is pass."""
+    candidates = sorted(p for p in reports.glob("nightly-*") if p.is_dir() and p != exclude)
+    for hub in reversed(candidates):
+        report = hub / "parity_report.json"
+        try:
+            if json.loads(report.read_text()).get("verdict") == "pass":
+                return hub
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    extra: List[str] = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, extra = argv[:i], argv[i + 1 :]
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reports", type=Path, default=ROOT / "reports", help="folder holding the nightly hubs")
+    ap.add_argument("--suite", default="nightly", choices=["default", "nightly"])
+    ap.add_argument("--baseline", default="auto", help="a hub, 'auto' (last green nightly hub) or 'none'")
+    ap.add_argument("--hub", type=Path, default=None, help="hub folder (default REPORTS/nightly-<UTC time>)")
+    ap.add_argument("--skip-pytest", action="store_true", help="run only the report step")
+    args = ap.parse_args(argv)
+
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    hub = args.hub or args.reports / f"nightly-{stamp}"
+    if hub.exists() and (hub / "parity_report.json").exists():
+        print(f"nightly: hub {hub} already holds a parity report; choose another --hub", file=sys.stderr)
+        return 2
+    hub.mkdir(parents=True, exist_ok=True)
+    if args.baseline == "auto":
+        baseline = last_green(args.reports, exclude=hub)
+    elif args.baseline == "none":
+        baseline = None
+    else:
+        baseline = Path(args.baseline)
+
+    codes = []
+    if not args.skip_pytest:
+        cmd = [sys.executable, "-m", "pytest", str(ROOT / "tests" / "parity"), "-k", "forward", "-q",
+               "--suite", args.suite, "--junitxml", str(hub / "junit-pytest.xml"), "-p", "no:cacheprovider"]
+        print("nightly: " + " ".join(cmd), flush=True)
+        codes.append(subprocess.call(cmd, cwd=ROOT))
+    cmd = [sys.executable, "-m", "parity.report", "--suite", args.suite, "--hub", str(hub),
+           "--junit", str(hub / "junit-report.xml")]
+    if baseline is not None:
+        cmd += ["--baseline", str(baseline)]
+    else:
+        print("nightly: no earlier green nightly hub; running without a drift baseline", flush=True)
+    cmd += extra
+    print("nightly: " + " ".join(cmd), flush=True)
+    codes.append(subprocess.call(cmd, cwd=ROOT))
+    rc = next((c for c in codes if c != 0), 0)
+    print(f"nightly: hub {hub}; exit {rc}", flush=True)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
