@@ -49,26 +49,27 @@ class CaseCache:
         self.root.mkdir(parents=True, exist_ok=True)
         self._memory = {}
 
-    def get(self, name: str):
-        if name in self._memory:
-            return self._memory[name]
-        folder = self.root / name
+    def get(self, name: str, dtype=None):
+        key = name if dtype is None else f"{name}@{dtype}"
+        if key in self._memory:
+            return self._memory[key]
+        folder = self.root / key
         folder.mkdir(exist_ok=True)
-        with open(self.root / f"{name}.lock", "w") as lock:
+        with open(self.root / f"{key}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             done = folder / "result.json"
             if not done.exists():
                 from parity.run import run_case
 
-                run = run_case(name)
+                run = run_case(name, dtype=dtype)
                 save_capture(folder / "tf.npz", run.reference)
                 tmp = folder / "result.json.partial"
                 tmp.write_text(json.dumps(run.result.to_dict()))
                 tmp.replace(done)
             result = CaseResult.from_dict(json.loads(done.read_text()))
             reference = load_capture(folder / "tf.npz")
-        self._memory[name] = (result, reference)
-        return self._memory[name]
+        self._memory[key] = (result, reference)
+        return self._memory[key]
 
 
 @pytest.fixture(scope="session")

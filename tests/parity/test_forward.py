@@ -37,6 +37,16 @@ def test_forward_case(case_cache, case_name):
         pytest.fail(messages.format_case_summary(result), pytrace=False)
 
 
+def test_forward_float64(case_cache, case_name):
+    """The same case in float64: every stage agrees to the float64 table (1e-10 of the stage scale)."""
+    result, _ = case_cache.get(case_name, "float64")
+    failed = [s for s in result.stages if not s]
+    if failed:
+        pytest.fail("\n\n".join(messages.format_stage_failure(f"{case_name}@float64", s) for s in failed),
+                    pytrace=False)
+    assert max(s.rel_max for s in result.stages) <= 1e-10
+
+
 def test_forward_golden(case_cache, case_name, ndarrays_regression):
     _, reference = case_cache.get(case_name)
     data, tolerances = golden_arrays(reference.stages)
