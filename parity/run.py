@@ -5,8 +5,10 @@ reference's stages as teacher (local error), and compares the two with the toler
 ``tolerance_mode="noise_floor"`` also runs the reference in float64 and gates the port's
 float32 error against k x the reference's own float32 error (parity.tolerances).
 
-Each backend runs in this process (``isolation="inprocess"``) or in its own Python process
-(``isolation="subprocess"``, captures travel as .npz); both give identical numbers.
+Each backend runs in this process (``isolation="inprocess"``), in one long-lived worker
+process per backend (``"workers"``: imports once, no thread-pool contention between the two
+frameworks; what the report uses) or in a fresh process per job (``"subprocess"``).
+Captures travel between processes as .npz; all three give identical numbers.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional, Union
+from typing import Dict, Optional, Sequence, Union
 
 from . import cases as case_registry
 from .adapters.base import Job, JobResult, execute
@@ -26,7 +28,7 @@ from .tolerances import NOISE_FLOOR_K, ToleranceTable, load_tolerances, noise_fl
 log = logging.getLogger(__name__)
 
 REFERENCE, PORT = "tf", "torch"
-ISOLATIONS = ("inprocess", "subprocess")
+ISOLATIONS = ("inprocess", "workers", "subprocess")
 TOLERANCE_MODES = ("table", "noise_floor")
 
 
@@ -46,9 +48,11 @@ class CaseRun:
         return bool(self.result)
 
 
-def _execute(job: Job, isolation: str, workdir: Optional[Path]) -> JobResult:
+def _execute(job: Job, isolation: str, workdir: Optional[Path], pool=None) -> JobResult:
     if isolation == "inprocess":
         return execute(job)
+    if isolation == "workers":
+        return pool.run(job)
     from .adapters.worker import run_in_subprocess
 
     if workdir is None:
@@ -68,8 +72,22 @@ def run_case(
     isolation: str = "inprocess",
     teacher_forcing: bool = True,
     workdir: Optional[Path] = None,
+    pool=None,
+    faults: Sequence[str] = (),
 ) -> CaseRun:
-    """Run one case on both backends and compare them stage by stage."""
+    """Run one case on both backends and compare them stage by stage.
+
+    ``pool``: a :class:`parity.adapters.worker.WorkerPool` for ``isolation="workers"`` (one
+    is started and closed for this case when none is given). ``faults``: names from
+    :mod:`parity.faults` injected into the port while it runs (self-tests, planted failures).
+    """
+    if isolation == "workers" and pool is None:
+        from .adapters.worker import WorkerPool
+
+        with tempfile.TemporaryDirectory(prefix="parity-workers-") as tmp, WorkerPool(Path(tmp)) as own:
+            return run_case(case, dtype=dtype, device=device, tolerances=tolerances, tolerance_mode=tolerance_mode,
+                            noise_floor_k=noise_floor_k, isolation=isolation, teacher_forcing=teacher_forcing,
+                            workdir=workdir, pool=own, faults=faults)
     if isinstance(case, str):
         case = case_registry.get_case(case)
     if dtype is not None and dtype != case.dtype:
@@ -87,20 +105,20 @@ def run_case(
 
     def job(backend, dt, teacher=None):
         return Job(backend=backend, config=config, weights=weights, inputs=inputs, dtype=dt, device=device,
-                   case=case.name, teacher=teacher)
+                   case=case.name, teacher=teacher, faults=tuple(faults) if backend == PORT else ())
 
     extra: Dict[str, Capture] = {}
     noise_floor = tolerance_mode == "noise_floor" and case.dtype == "float32"
     if noise_floor:
-        oracle = _execute(job(REFERENCE, "float64"), isolation, workdir)
-        ref32 = _execute(job(REFERENCE, "float32"), isolation, workdir)
+        oracle = _execute(job(REFERENCE, "float64"), isolation, workdir, pool)
+        ref32 = _execute(job(REFERENCE, "float32"), isolation, workdir, pool)
         extra["reference_float32"] = ref32.capture
         reference = oracle
         tol = noise_floor_tolerances(oracle.capture, ref32.capture, k=noise_floor_k)
     else:
-        reference = _execute(job(REFERENCE, case.dtype), isolation, workdir)
+        reference = _execute(job(REFERENCE, case.dtype), isolation, workdir, pool)
         tol = tolerances
-    port = _execute(job(PORT, case.dtype, reference.capture.stages if teacher_forcing else None), isolation, workdir)
+    port = _execute(job(PORT, case.dtype, reference.capture.stages if teacher_forcing else None), isolation, workdir, pool)
 
     t0 = time.perf_counter()
     result = compare(reference.capture, port.capture, tol, case=case.name, dtype=case.dtype, device=device,
@@ -111,6 +129,7 @@ def run_case(
             timings[f"{side}_{k}"] = v
     result.meta["tolerance_mode"] = "noise_floor" if noise_floor else "table"
     result.meta["isolation"] = isolation
+    result.meta["faults"] = list(faults)
     log.info("case %s: %s (first divergent stage %s)", case.name, result.verdict, result.first_divergent_stage)
     return CaseRun(case=case, result=result, reference=reference.capture, port=port.capture, local=port.local,
                    extra=extra, timings=timings)

@@ -37,6 +37,7 @@ class Job:
     case: str = ""
     teacher: Optional[Mapping[str, np.ndarray]] = None  # canonical stages of the other backend
     repeats: int = 1  # forward passes to time (the first is the capture)
+    faults: Tuple[str, ...] = ()  # parity.faults names injected into the port while the job runs
 
 
 @dataclass
@@ -92,6 +93,15 @@ def get_adapter(backend: str) -> Adapter:
 
 def execute(job: Job) -> JobResult:
     """Build, load, run (and teacher-force) one job; the same code in-process and in a worker."""
+    if job.faults:
+        from ..faults import inject_all
+
+        with inject_all(job.faults):
+            return _execute(job)
+    return _execute(job)
+
+
+def _execute(job: Job) -> JobResult:
     timings: Dict[str, float] = {}
     t0 = time.perf_counter()
     adapter = get_adapter(job.backend)
@@ -133,5 +143,6 @@ def execute(job: Job) -> JobResult:
         "determinism": adapter.determinism_flags(),
         "timings": timings,
         "wall_time_s": timings["forward_s"],
+        "faults": list(job.faults),
     }
     return JobResult(capture=Capture(stages=captured, meta=meta), local=local, timings=timings)

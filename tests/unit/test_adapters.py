@@ -100,3 +100,17 @@ def test_unknown_backend():
 
     with pytest.raises(ValueError, match=r"unknown backend 'jax'; expected one of \['tf', 'torch'\]"):
         get_adapter("jax")
+
+
+def test_worker_pool_gives_identical_numbers_and_reuses_processes(prepared, tmp_path):
+    from parity.adapters.worker import WorkerPool
+
+    inproc = execute(_job(prepared, "torch"))
+    with WorkerPool(tmp_path) as pool:
+        first = pool.run(_job(prepared, "torch"))
+        pid = pool._procs["torch"].pid
+        second = pool.run(_job(prepared, "torch", dtype="float64"))
+        assert pool._procs["torch"].pid == pid
+    for name, arr in inproc.capture.stages.items():
+        np.testing.assert_array_equal(first.capture.stages[name], arr, err_msg=name)
+    assert second.capture.stages["canvas"].dtype == np.complex128
