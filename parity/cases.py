@@ -22,7 +22,7 @@ from reference_tf.weights import check_weights, init_weights, load_weights_npz
 from . import fixtures as fixture_store
 
 WEIGHTS_DIR = fixture_store.DEFAULT_DIR / "weights"
-SUITES = ("default", "nightly")
+SUITES = ("default", "nightly", "adversarial")
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,8 @@ class Case:
     input_seed: Optional[int] = None  # None: the stored fixture; else regenerate with this seed
     suites: Tuple[str, ...] = ("default",)
     covers: str = ""
+    variant: Optional[str] = None  # an adversarial transform of the inputs (see VARIANTS)
+    tolerance_mode: str = "table"  # "noise_floor" where fixed tolerances cannot fit the conditioning
 
     @property
     def config(self) -> ModelConfig:
@@ -81,6 +83,16 @@ _CASES = (
          covers="probe_mask, gaussian smoothing, Poisson-noisy data"),
     Case("n128_g2", "n128_g2_int", covers="N 128, gridsize 2"),
     Case("n128_g1_sub", "n128_g1_sub", _m(probe_big=True), "glorot:8", covers="N 128 sub-pixel, probe_big"),
+    # Added for the fault self-test (parity/faults.py): faults whose effect is ~1e-8 of the stage
+    # scale, below every float32 tolerance, and float32 arithmetic inside a float64 run.
+    Case("n64_g2_f64_smooth", "n64_g2_sub", _m(n_filters_scale=1, probe_big=True, gaussian_smoothing_sigma=0.8),
+         "glorot:10", dtype="float64", batch=1,
+         covers="float64 end to end in the default suite (float32 accumulation); smoothing padding without "
+                "probe_mask (the exit wave's outermost pixels are ~1e-9 of its peak); probe normalisation mask "
+                "(the probe has ~1e-8 of its amplitude outside the disk)"),
+    Case("n64_g1_f64_mask", "n64_g1_int", _m(n_filters_scale=1, probe_mask=True), "glorot:11", dtype="float64",
+         batch=2, covers="probe_mask in float64 (the mask removes ~1e-8 of the exit wave's peak, below float32 "
+                         "tolerances)"),
     # ---- nightly additions ----
     Case("n256_g1", "n256_g1_int", suites=("nightly",), covers="N 256"),
     Case("n64_g3", "n64_g3_int", suites=("nightly",), covers="gridsize 3"),
@@ -88,18 +100,60 @@ _CASES = (
     Case("n128_g3_big", "n128_g3_big", _m(probe_big=True), suites=("nightly",), covers="N 128 gridsize 3, B*C = 72"),
     Case("n64_g2_f64", "n64_g2_sub", _m(probe_big=True), "glorot:9", dtype="float64", suites=("nightly",),
          covers="float64 end to end"),
+    # ---- adversarial inputs for the kernels (device matrix; also nightly) ----
+    Case("adv_near_zero", "n64_g2_sub", variant="near_zero", suites=("adversarial", "nightly"),
+         covers="diffraction x 1e-6 and a probe of 1e-20 outside its disk: near-zero amplitudes"),
+    Case("adv_large", "n64_g2_int", variant="large", suites=("adversarial", "nightly"), tolerance_mode="noise_floor",
+         covers="diffraction x 1e3: large magnitudes through the network and the far field; the network is "
+                "ill-conditioned there (TF's own float32 error at `phase` is 3e-4 of its float64 run), so the "
+                "case is gated by the noise floor"),
+    Case("adv_half_pixel", "n64_g2_int", variant="half_pixel", suites=("adversarial", "nightly"),
+         covers="offsets at exact half pixels (bilinear weights 0.5)"),
+    Case("adv_canvas_edge", "n64_g2_int", variant="canvas_edge", suites=("adversarial", "nightly"),
+         covers="offsets that push patches to the canvas edge (zero fill of outside corners)"),
+    Case("adv_sharp_probe", "n64_g2_int", _m(probe_big=True), variant="sharp_probe",
+         suites=("adversarial", "nightly"), covers="a hard-edged disk probe with a phase step"),
 )
 
 CASES: Dict[str, Case] = {c.name: c for c in _CASES}
 
 
 def suite(name: str) -> Tuple[Case, ...]:
-    """``default``: the default cases; ``nightly``: the default cases plus the nightly ones."""
+    """``default``: the default cases; ``nightly``: the default cases plus the nightly ones
+    (adversarial included); ``adversarial``: the adversarial-input cases."""
     if name not in SUITES:
         raise ValueError(f"unknown suite {name!r}; expected one of {list(SUITES)}")
-    if name == "default":
-        return tuple(c for c in _CASES if "default" in c.suites)
-    return _CASES
+    if name == "nightly":
+        return tuple(c for c in _CASES if "default" in c.suites or "nightly" in c.suites)
+    return tuple(c for c in _CASES if name in c.suites)
+
+
+def _variant(name: str, cfg: ModelConfig, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """Adversarial transforms of canonical inputs (NumPy, deterministic)."""
+    d, o, p = inputs["diffraction"].copy(), inputs["offsets"].copy(), inputs["probe_raw"].copy()
+    n = cfg.N
+    c = np.arange(n) - n // 2 + 0.5
+    r = np.hypot(c[:, None], c[None, :])
+    if name == "near_zero":
+        d *= 1e-6
+        p = np.where(r < n // 4, p, 1e-20 + 0j)
+    elif name == "large":
+        d *= 1e3
+    elif name == "half_pixel":
+        # exact half pixels, away from zero: symmetric groups keep a zero mean
+        o = np.where(o >= 0, np.floor(o) + 0.5, np.ceil(o) - 0.5)
+    elif name == "canvas_edge":
+        reach = (cfg.M - n) / 2 - 0.25
+        o = np.sign(o + 1e-9) * reach
+        o -= o.mean(axis=1, keepdims=True)
+    elif name == "sharp_probe":
+        p = np.where(r < n // 4, np.exp(1j * np.where(c[None, :] < 0, 0.0, np.pi / 2)), 0.0).astype(np.complex128)
+    else:
+        raise ValueError(f"unknown input variant {name!r}; expected one of {list(VARIANTS)}")
+    return {"diffraction": d, "offsets": o, "probe_raw": p}
+
+
+VARIANTS = ("near_zero", "large", "half_pixel", "canvas_edge", "sharp_probe")
 
 
 def get_case(name: str) -> Case:
@@ -144,6 +198,8 @@ def prepare(case: Case) -> Tuple[Dict[str, object], Dict[str, np.ndarray], Dict[
         "offsets": np.asarray(arrays["offsets"][:batch], dtype=np.float64),
         "probe_raw": np.asarray(arrays["probe_raw"], dtype=np.complex128),
     }
+    if case.variant is not None:
+        inputs = _variant(case.variant, cfg, inputs)
     return cfg.to_dict(), load_case_weights(case), inputs
 
 

@@ -2,7 +2,7 @@
 
 ``run_case("n64_g2")`` runs the TensorFlow reference, then the PyTorch port with the
 reference's stages as teacher (local error), and compares the two with the tolerance table.
-``tolerance_mode="noise_floor"`` also runs the reference in float64 and gates the port's
+``tolerance_mode="noise_floor"`` (default: the case's own mode) also runs the reference in float64 and gates the port's
 float32 error against k x the reference's own float32 error (parity.tolerances).
 
 Each backend runs in this process (``isolation="inprocess"``), in one long-lived worker
@@ -67,7 +67,7 @@ def run_case(
     dtype: Optional[str] = None,
     device: str = "cpu",
     tolerances: Optional[Union[ToleranceTable, str, Path]] = None,
-    tolerance_mode: str = "table",
+    tolerance_mode: Optional[str] = None,
     noise_floor_k: float = NOISE_FLOOR_K,
     isolation: str = "inprocess",
     teacher_forcing: bool = True,
@@ -94,6 +94,7 @@ def run_case(
         case = case.with_(dtype=dtype)
     if isolation not in ISOLATIONS:
         raise ValueError(f"isolation={isolation!r}; expected one of {list(ISOLATIONS)}")
+    tolerance_mode = tolerance_mode or case.tolerance_mode
     if tolerance_mode not in TOLERANCE_MODES:
         raise ValueError(f"tolerance_mode={tolerance_mode!r}; expected one of {list(TOLERANCE_MODES)}")
     if not isinstance(tolerances, ToleranceTable):
