@@ -38,6 +38,7 @@ class Job:
     teacher: Optional[Mapping[str, np.ndarray]] = None  # canonical stages of the other backend
     repeats: int = 1  # forward passes to time (the first is the capture)
     faults: Tuple[str, ...] = ()  # parity.faults names injected into the port while the job runs
+    allow_tf32: bool = False  # TF32 matmuls/convolutions on a GPU (off unless a case asks for it)
 
 
 @dataclass
@@ -63,6 +64,10 @@ class Adapter(abc.ABC):
     @abc.abstractmethod
     def determinism_flags(self) -> Dict[str, object]:
         ...
+
+    @abc.abstractmethod
+    def set_tf32(self, enabled: bool) -> None:
+        """Allow (or forbid) TF32 math on GPUs, process-wide; recorded by determinism_flags."""
 
     @abc.abstractmethod
     def build(self, config: Dict[str, object], weights: Mapping[str, np.ndarray], dtype: str, device: str):
@@ -110,6 +115,7 @@ def _execute(job: Job) -> JobResult:
 
     t0 = time.perf_counter()
     model = adapter.build(job.config, job.weights, job.dtype, job.device)
+    adapter.set_tf32(job.allow_tf32)  # after build: building resets the flags to deterministic defaults
     timings["build_s"] = time.perf_counter() - t0
 
     forward_times = []
@@ -144,5 +150,6 @@ def _execute(job: Job) -> JobResult:
         "timings": timings,
         "wall_time_s": timings["forward_s"],
         "faults": list(job.faults),
+        "allow_tf32": job.allow_tf32,
     }
     return JobResult(capture=Capture(stages=captured, meta=meta), local=local, timings=timings)

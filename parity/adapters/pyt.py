@@ -38,6 +38,13 @@ class TorchAdapter(Adapter):
 
         return determinism_flags()
 
+    def set_tf32(self, enabled: bool) -> None:
+        import torch
+
+        torch.backends.cuda.matmul.allow_tf32 = bool(enabled)
+        torch.backends.cudnn.allow_tf32 = bool(enabled)
+        torch.set_float32_matmul_precision("high" if enabled else "highest")
+
     def build(self, config, weights, dtype, device):
         import torch
 

@@ -48,6 +48,9 @@ class TFAdapter(Adapter):
 
         return determinism_flags()
 
+    def set_tf32(self, enabled: bool) -> None:
+        _tf().config.experimental.enable_tensor_float_32_execution(bool(enabled))
+
     def _device_scope(self, device: str):
         tf = _tf()
         if device == "cpu":

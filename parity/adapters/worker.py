@@ -46,6 +46,7 @@ def write_job(job: Job, directory: Path) -> None:
         "repeats": job.repeats,
         "has_teacher": job.teacher is not None,
         "faults": list(job.faults),
+        "allow_tf32": job.allow_tf32,
     }
     (directory / "job.json").write_text(json.dumps(meta))
 
@@ -68,6 +69,7 @@ def read_job(directory: Path) -> Job:
         teacher=groups["teacher"] if meta["has_teacher"] else None,
         repeats=meta["repeats"],
         faults=tuple(meta.get("faults", ())),
+        allow_tf32=bool(meta.get("allow_tf32", False)),
     )
 
 
