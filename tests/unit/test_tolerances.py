@@ -65,9 +65,12 @@ def test_dtype_key():
 # --------------------------------------------------------------------------- the shipped table
 def test_default_table_values():
     table = load_tolerances()
-    t = table.for_stage("canvas", "float32")
+    t = table.for_stage("amp", "float32")
     assert (t.rtol, t.atol, t.atol_scaled, t.max_mismatch_fraction) == (1e-5, 0.0, 1e-5, 0.0)
     assert t.source == "defaults.float32"
+    t = table.for_stage("canvas", "float32")  # the reviewed override, with its reason
+    assert (t.rtol, t.atol_scaled) == (3e-5, 3e-5) and t.source == "defaults.float32 < stages.canvas.float32"
+    assert "merge denominator" in t.reason
     t = table.for_stage("canvas", np.complex128)
     assert (t.rtol, t.atol, t.atol_scaled) == (1e-10, 0.0, 1e-10)
     assert set(table.stage_map("float32")) == set(STAGE_NAMES)
