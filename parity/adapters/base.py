@@ -110,7 +110,10 @@ def _execute(job: Job) -> JobResult:
     timings: Dict[str, float] = {}
     t0 = time.perf_counter()
     adapter = get_adapter(job.backend)
-    versions = adapter.versions()
+    try:
+        versions = adapter.versions()  # the first framework import
+    except ImportError as exc:
+        raise BackendUnavailable(f"backend {job.backend!r} is not installed: {exc}") from None
     timings["import_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -130,13 +133,17 @@ def _execute(job: Job) -> JobResult:
         timings["forward_warm_median_s"] = float(np.median(forward_times[1:]))
 
     local = None
+    local_errors: Dict[str, str] = {}
     if job.teacher is not None:
         t0 = time.perf_counter()
         env_all = {**job.inputs, **job.teacher}
         local = {}
         for st in stages.STAGES:
             if all(k in env_all for k in st.inputs):
-                local[st.name] = adapter.run_stage(model, st.name, {k: env_all[k] for k in st.inputs})
+                try:
+                    local[st.name] = adapter.run_stage(model, st.name, {k: env_all[k] for k in st.inputs})
+                except Exception as exc:  # e.g. the teacher's canvas does not fit the port's shape
+                    local_errors[st.name] = f"{type(exc).__name__}: {exc}"
         timings["local_s"] = time.perf_counter() - t0
 
     meta = {
@@ -151,5 +158,6 @@ def _execute(job: Job) -> JobResult:
         "wall_time_s": timings["forward_s"],
         "faults": list(job.faults),
         "allow_tf32": job.allow_tf32,
+        "local_errors": local_errors,
     }
     return JobResult(capture=Capture(stages=captured, meta=meta), local=local, timings=timings)
