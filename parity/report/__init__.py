@@ -1,0 +1,198 @@
+"""parity.report: run the parity suite (or recheck an earlier run) and write a report hub.
+
+Command line: ``python -m parity.report --help`` (parity/report/__main__.py). Python API::
+
+    from parity.report import ReportOptions, build_report
+    outcome = build_report(ReportOptions(hub=Path("reports/x"), cases=("n64_g1",)))
+    outcome.exit_code, outcome.document["verdict"]
+
+Steps, with data between them: :mod:`.options` validates and plans (nothing written),
+:mod:`.hub` claims the folder, :mod:`.runner` runs (or rechecks) the cases and hands captures to
+:mod:`.artifacts` (figures and .npz files, in a worker process while the next case runs),
+:mod:`.document` / :mod:`.drift` / :mod:`.provenance` assemble parity_report.json, :mod:`.html`
+and :mod:`.junit` render it; the JSON is written last. Nothing here imports TensorFlow or
+PyTorch (the adapters do, when a case runs). Library code logs; only the CLI prints.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+from parity import cases as case_registry
+from parity.stages import STAGE_NAMES
+
+from . import document as D
+from . import hub as hub_mod
+from .artifacts import ArtifactError, ArtifactSink
+from .drift import compare_to_baseline
+from .options import Plan, ReportInputError, ReportOptions, make_plan
+from .runner import CaseRecord, recheck_cases, run_cases
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ArtifactError", "ReportInputError", "ReportOptions", "ReportOutcome", "build_report", "REPORT_JSON"]
+
+REPORT_JSON = hub_mod.REPORT_JSON
+
+
+@dataclass
+class ReportOutcome:
+    document: Dict[str, Any]
+    hub: Path
+    exit_code: int  # 0: verdict pass; 1: fail (a case failed or a stage drifted)
+
+
+def build_report(options: ReportOptions, progress: Optional[Callable[..., None]] = None, *,
+                 started: Optional[float] = None, clock: str = "build_report call") -> ReportOutcome:
+    """Validate, run (or recheck), write the hub; raises ReportInputError on bad usage or input.
+
+    ``started``: a ``time.perf_counter()`` value the wall time counts from (the CLI passes the
+    process start); ``progress``: see parity.report.runner.
+    """
+    t_start = time.perf_counter() if started is None else started
+    plan = make_plan(options)
+    created = D.iso_now()
+    try:
+        plan.hub.claim(command=options.command, earlier=plan.earlier,
+                       keep=(hub_mod.CAPTURES,) if plan.in_place else ())
+    except hub_mod.HubError as exc:
+        raise ReportInputError(str(exc)) from None
+    log.info("hub %s: %s %d case(s)", plan.hub.root, plan.mode,
+             len(plan.source_cases) if plan.mode == "recheck" else len(plan.cases) * len(plan.available_devices))
+    if progress is not None:
+        progress("begin", 0, 0, str(plan.hub.root))
+    setup_s = time.perf_counter() - t_start
+    # background only where the port's runs can be gated (see ArtifactSink)
+    sink = ArtifactSink(background=options.background and plan.isolation == "workers")
+    deferred: List[threading.Thread] = []  # backend worker shutdown, overlapping the finish
+    finished = False
+    try:
+        if plan.mode == "recheck":
+            records = recheck_cases(plan, sink, progress)
+        else:
+            records = run_cases(plan, sink, progress, deferred)
+        doc = _finish(plan, records, sink, created, t_start, clock, setup_s)
+        finished = True
+    finally:
+        sink.close(cancel=not finished)
+        for thread in deferred:
+            thread.join()
+    return ReportOutcome(document=doc, hub=plan.hub.root, exit_code=0 if doc["verdict"] == "pass" else 1)
+
+
+def _heatmap(plan: Plan, records: List[CaseRecord], verdict_text: str) -> None:
+    from . import figures as F
+
+    rows, margins, texts, failed = [], [], [], []
+    for r in records:
+        by = {s.name: s for s in r.result.stages} if r.result is not None else {}
+        rows.append(r.key if r.error is None else f"{r.key} (crashed)")
+        shown = [F.shown_margin(by[s].margin, by[s].local_error, by[s].verdict) if s in by else (None, "n/a")
+                 for s in STAGE_NAMES]
+        margins.append([m for m, _ in shown])
+        texts.append([t for _, t in shown])
+        failed.append([s in by and by[s].verdict != "pass" for s in STAGE_NAMES])
+    if not rows:
+        return
+    F.summary_heatmap(plan.hub.path(hub_mod.SUMMARY_PNG), verdict_text, rows, list(STAGE_NAMES), margins, failed,
+                      texts)
+    plan.hub.record(hub_mod.SUMMARY_PNG)
+
+
+def _config(plan: Plan, records: List[CaseRecord]) -> Dict[str, Any]:
+    o = plan.options
+    return {
+        "schema": "parity.report_config", "schema_version": 1, "mode": plan.mode, "hub": str(plan.hub.root),
+        "suite": plan.suite, "cases": [r.name for r in records if r.device == (records[0].device if records else "cpu")],
+        "case_definitions": {r.key: r.case for r in records},
+        "devices": [d.device for d in plan.devices], "dtype": o.dtype, "tolerances": str(plan.tolerance_path),
+        "tolerance_mode": plan.tolerance_mode_name, "noise_floor_k": o.noise_floor_k, "isolation": plan.isolation,
+        "baseline": str(o.baseline) if o.baseline else None, "drift_factor": o.drift_factor,
+        "recheck": str(o.recheck) if o.recheck else None, "in_place": plan.in_place,
+        "junit": str(o.junit) if o.junit else None, "force": o.force, "figures": o.figures,
+        "background": o.background,
+        "command": list(o.command), "options": o.to_dict(),
+    }
+
+
+def _finish(plan: Plan, records: List[CaseRecord], sink: ArtifactSink, created: str, t_start: float, clock: str,
+            setup_s: float) -> Dict[str, Any]:
+    from . import html, junit, provenance, schema
+
+    hub = plan.hub
+    o = plan.options
+    # while the worker finishes the last case: the analysis JSONs and the heat map
+    for backend, rel in hub_mod.PATCH_STATS.items():
+        hub.write_json(rel, D.patch_stats_file(records, backend), indent=None)
+    hub.write_json(hub_mod.PATCH_ERRORS, D.patch_errors_file(records), indent=None)
+    n_pass = sum(r.verdict == "pass" for r in records)
+    if o.figures:
+        verdict_text = (f"Forward parity: {n_pass} of {len(records)} cases passed "
+                        f"({plan.tolerance_mode_name.replace('_', ' ')} tolerances"
+                        f"{', recheck' if plan.mode == 'recheck' else ''})")
+        try:
+            _heatmap(plan, records, verdict_text)
+        except Exception as exc:  # a figure never fails the run
+            log.warning("summary heat map not drawn: %s", exc, exc_info=True)
+    for key, res in sink.results().items():
+        rec = next(r for r in records if r.key == key)
+        rec.figures = res["figures"]
+        rec.figure_errors = res["errors"]
+        rec.timings.update(res["timings"])
+        for rel in res["files"]:
+            hub.record(rel)
+
+    cases = [D.case_entry(r) for r in records]
+    drift = None
+    if plan.baseline is not None:
+        drift = compare_to_baseline(cases, plan.baseline, o.drift_factor, str(o.baseline))
+    devices = D.device_entries(plan.devices, cases)
+    verdicts = D.verdicts(cases, drift)
+    if plan.mode == "recheck":
+        prov_cases = [case_registry.CASES[r.name] for r in records if r.name in case_registry.CASES]
+    else:
+        prov_cases = list(plan.cases)
+    prov = provenance.collect(backend_metas=provenance.backend_metas(records), devices=devices,
+                              cases=prov_cases, tolerance_mode=plan.tolerance_mode_name, isolation=plan.isolation,
+                              command=o.command)
+    recheck_of = None
+    if plan.mode == "recheck":
+        src = plan.source or {}
+        recheck_of = {"hub": str(o.recheck), "created": src.get("created"), "verdict": src.get("verdict"),
+                      "tolerances": (src.get("tolerances") or {}).get("mode"), "in_place": plan.in_place,
+                      "provenance": src.get("provenance")}
+    config = _config(plan, records)
+    hub.write_json(hub_mod.CONFIG_JSON, config)
+    hub.write_json(hub_mod.SCHEMA_JSON, schema.report_schema())
+
+    junit_rel = None
+    if o.junit is not None:
+        try:
+            junit_rel = str(Path(o.junit).resolve().relative_to(hub.root.resolve()))
+        except ValueError:
+            junit_rel = None
+    wall = time.perf_counter() - t_start
+    doc: Dict[str, Any] = {
+        "schema": D.SCHEMA, "schema_version": D.SCHEMA_VERSION,
+        **verdicts,
+        "created": created, "finished": D.iso_now(), "mode": plan.mode, "recheck_of": recheck_of,
+        "hub": str(hub.root),
+        "summary": D.summary_counts(cases, devices, drift),
+        "provenance": prov, "config": config, "tolerances": D.tolerance_block(plan),
+        "devices": devices, "cases": cases, "drift": drift,
+        "timings": D.timing_block(records, wall, clock, setup_s, sink),
+        "files": D.fixed_files(str(o.junit) if o.junit else None),
+    }
+    artifacts = list(hub.written) + [hub_mod.INDEX_HTML] + ([junit_rel] if junit_rel else []) + [hub_mod.REPORT_JSON]
+    doc["artifacts"] = list(dict.fromkeys(artifacts))
+    hub.write_text(hub_mod.INDEX_HTML, html.render(doc))
+    if o.junit is not None:
+        hub_mod.write_bytes_atomic(Path(o.junit), junit.to_junit(doc))
+    hub.write_json(hub_mod.REPORT_JSON, doc)  # last: from here on the hub claims a verdict
+    hub.release()
+    log.info("hub %s: verdict %s", hub.root, doc["verdict"])
+    return doc

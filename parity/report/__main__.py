@@ -1,0 +1,334 @@
+"""python -m parity.report: run the forward-parity suite and write a report hub.
+
+The CLI owns the terminal: a progress display on stderr (a bar when stderr is a terminal, else
+one compact line per case), the summary table on stdout, and one line on stderr for bad usage
+or bad input (exit 2). See ``--help``.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, List, Optional, Sequence, TextIO
+
+_T0 = time.perf_counter()
+
+from parity import cases as case_registry  # noqa: E402
+from parity.messages import fmt  # noqa: E402
+from parity.stats import decode_float  # noqa: E402
+from parity.tolerances import DTYPES, NOISE_FLOOR_K  # noqa: E402
+
+from . import ArtifactError, ReportInputError, ReportOptions, build_report  # noqa: E402
+from .figures import shown_margin  # noqa: E402
+from .options import DEFAULT_DRIFT_FACTOR, DEFAULT_ISOLATION, ISOLATIONS, TOLERANCE_MODES  # noqa: E402
+
+PROG = "python -m parity.report"
+
+DESCRIPTION = """\
+Run the forward-parity cases (TensorFlow reference vs PyTorch port, stage by stage) and write a
+report hub: parity_report.json (+ its JSON schema), index.html, summary.png, per-case figures
+under analysis/<case>/, per-patch statistics (analysis/{tf,torch}_patch_stats.json), patch grids
+of the default case (analysis/{tf,torch}_patch_grid.png), the raw captures under
+captures/<case>/ and the resolved configuration (config.json)."""
+
+EPILOG = """\
+exit codes:
+  0    every case passed (and, with --baseline, no stage drifted)
+  1    a case failed, crashed, or a stage drifted beyond --drift-factor
+  2    bad usage or bad input (one line on stderr; nothing written, no earlier report touched)
+  130  interrupted (the hub keeps no parity_report.json, so it claims no verdict)
+
+the hub:
+  --hub may name an existing folder holding your own files (plans, logs); they are left
+  untouched. A hub that holds a parity report is never overwritten unless --force (which
+  removes exactly the files that report listed). The JSON is written last; while a run is in
+  progress the hub holds a RUNNING marker instead.
+
+recheck:
+  --recheck SRC re-compares the captures stored in SRC under the tolerances given now
+  (--tolerances, --tolerance-mode), without running any model, and writes a new report into
+  --hub (default: a new folder under reports/; captures are hard-linked or copied). To
+  rewrite SRC itself, pass --hub SRC --force (its captures are kept). noise_floor needs a
+  source that ran in noise_floor mode (it stored the float64 oracle and the float32 reference).
+
+devices:
+  --devices cpu,cuda runs every case on every available device; an unavailable device is
+  reported with the reason ("unavailable") and does not fail the run. If none is available,
+  exit 2.
+
+examples:
+  python -m parity.report                                   # default suite -> reports/<UTC time>/
+  python -m parity.report --case n64_g1 --hub reports/try1
+  python -m parity.report --suite nightly --junit reports/nightly.xml --baseline reports/last
+  python -m parity.report --recheck reports/try1 --hub reports/try1-tight --tolerances tight.toml
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("what to run")
+    g.add_argument("--suite", choices=case_registry.SUITES, default=None,
+                   help="case suite (default: default, 10 cases; nightly adds the large ones)")
+    g.add_argument("--case", dest="cases", metavar="NAME", nargs="+", action="extend", default=[],
+                   help="run only these cases (repeatable; see --list)")
+    g.add_argument("--list", action="store_true", help="list the cases and suites, then exit")
+    g.add_argument("--devices", default=None, metavar="LIST",
+                   help="comma-separated devices: cpu, cuda, cuda:<i> (default: cpu)")
+    g.add_argument("--dtype", choices=DTYPES, default=None, help="override every case's dtype")
+    g.add_argument("--isolation", choices=ISOLATIONS, default=None,
+                   help=f"where the backends run: workers (one long-lived process per backend, shared by every "
+                        f"case), inprocess (this process; what monkeypatching tests need) or subprocess (a fresh "
+                        f"process per job) (default: {DEFAULT_ISOLATION})")
+    g = p.add_argument_group("how to judge")
+    g.add_argument("--tolerances", type=Path, default=None, metavar="FILE",
+                   help="tolerance table (TOML; default: parity/tolerances.toml)")
+    g.add_argument("--tolerance-mode", choices=TOLERANCE_MODES, default=None,
+                   help="table: the tolerance table for every case; noise_floor: gate float32 cases at k x the "
+                        "reference's own float32 error against its float64 run (default: each case's own mode, "
+                        "see parity/cases.py; for --recheck: each case's mode in the source)")
+    g.add_argument("--noise-floor-k", type=float, default=NOISE_FLOOR_K, metavar="K",
+                   help=f"k of the noise-floor gate (default {NOISE_FLOOR_K:g})")
+    g.add_argument("--baseline", type=Path, default=None, metavar="HUB",
+                   help="an earlier hub: report per case and stage the error now vs then and flag growth")
+    g.add_argument("--drift-factor", type=float, default=DEFAULT_DRIFT_FACTOR, metavar="F",
+                   help=f"flag a stage whose max |torch - TF| grew by more than F x (default {DEFAULT_DRIFT_FACTOR:g}); "
+                        f"flagged drift fails the run even if the stage passes")
+    g.add_argument("--recheck", type=Path, default=None, metavar="SRC_HUB",
+                   help="recompute the verdicts from SRC_HUB's stored captures under the tolerances given now; "
+                        "runs no model (see 'recheck' below)")
+    g = p.add_argument_group("output")
+    g.add_argument("--hub", type=Path, default=None, metavar="DIR",
+                   help="report folder (default: reports/<UTC timestamp>); may hold your own files")
+    g.add_argument("--force", action="store_true", help="replace a parity report already in --hub")
+    g.add_argument("--junit", type=Path, default=None, metavar="FILE", help="also write JUnit XML here")
+    g.add_argument("--no-figures", dest="figures", action="store_false", help="write no PNG figures")
+    g.add_argument("--no-background", dest="background", action="store_false",
+                   help="write figures and captures in this process after each case (default with --isolation "
+                        "workers: in a background process during the next case's reference run)")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress; print only the verdict and failures")
+    g.add_argument("-v", "--verbose", action="count", default=0,
+                   help="log progress details (-vv: debug) and print every failing stage's message")
+    return p
+
+
+# --------------------------------------------------------------------------- progress
+class Progress:
+    """Progress on stderr: a live bar on a terminal, else one line per finished case."""
+
+    def __init__(self, stream: TextIO, quiet: bool):
+        self.stream, self.quiet = stream, quiet
+        self.tty = stream.isatty() and not quiet
+        self.total = 0
+        self.done = 0
+        self.current = ""
+        self.hub: Optional[str] = None
+        self._t_case = time.perf_counter()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ticker: Optional[threading.Thread] = None
+
+    def __call__(self, event: str, index: int, total: int, info: Any) -> None:
+        if event == "begin":
+            self.hub = info
+            return
+        self.total = total
+        if event == "start":
+            self.current = info
+            self._t_case = time.perf_counter()
+            if self.tty and self._ticker is None:
+                self._ticker = threading.Thread(target=self._tick, daemon=True)
+                self._ticker.start()
+            self._draw()
+        elif event == "done":
+            self.done = index + 1
+            if not self.quiet:
+                rec = info
+                dt = rec.timings.get("total_s", 0.0)
+                what = rec.verdict.upper() if rec.verdict == "fail" else "pass"
+                extra = ""
+                if rec.error:
+                    extra = f"  error: {rec.error[:120]}"
+                elif rec.result is not None and rec.result.first_divergent_stage:
+                    extra = f"  first divergent stage: {rec.result.first_divergent_stage}"
+                line = f"[{index + 1:>{len(str(total))}}/{total}] {what:<4}  {rec.key}  {dt:.1f}s{extra}"
+                with self._lock:
+                    self._clear()
+                    print(line, file=self.stream, flush=True)
+            self._draw()
+
+    def _clear(self) -> None:
+        if self.tty:
+            self.stream.write("\r\x1b[2K")
+
+    def _draw(self) -> None:
+        if not self.tty or self.total == 0:
+            return
+        width = 24
+        filled = int(width * self.done / self.total)
+        el = time.perf_counter() - self._t_case
+        running = f"  {self.current} {el:4.0f}s" if self.done < self.total else "  writing the report"
+        with self._lock:
+            self._clear()
+            self.stream.write(f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total}{running}")
+            self.stream.flush()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(0.5):
+            self._draw()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join(timeout=1)
+        if self.tty:
+            with self._lock:
+                self._clear()
+                self.stream.flush()
+
+
+# --------------------------------------------------------------------------- summary
+def _worst(case: dict) -> str:
+    best = None
+    for s in case.get("stages", []):
+        m = decode_float(s.get("margin"))
+        if m is None:
+            continue
+        if best is None or m > best[1]:
+            best = (s["name"], m)
+    return "-" if best is None else f"{best[0]} {fmt(best[1])}"
+
+
+def _shown(st: dict) -> str:
+    m, text = shown_margin(decode_float(st.get("margin")), decode_float(st.get("local_error")), st.get("verdict"))
+    return ("local x" + text[1:]) if text.startswith("L") else f"x{text}"
+
+
+def summary_table(doc: dict, verbose: int = 0, quiet: bool = False) -> str:
+    cases = doc["cases"]
+    lines: List[str] = []
+    rows = [("case", "device", "dtype", "verdict", "worst stage (err/tol)", "first divergent", "root cause",
+             "drift", "time")]
+    for c in cases:
+        if quiet and c["verdict"] == "pass":
+            continue
+        drift = "-" if doc.get("drift") is None else (str(c.get("drift_flagged", 0)) + " flagged"
+                                                     if c.get("drift_flagged") else "ok")
+        rows.append((c["name"], c["device"], c["dtype"], c["verdict"].upper() if c["verdict"] == "fail" else "pass",
+                     "crashed" if c.get("error") else _worst(c), c.get("first_divergent_stage") or "-",
+                     c.get("root_cause_stage") or "-", drift,
+                     f"{float(decode_float(c['timings'].get('total_s', 0.0)) or 0.0):.1f}s"))
+    if len(rows) > 1:
+        widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+        for r in rows:
+            lines.append("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip())
+    for c in cases:
+        if c["verdict"] == "pass":
+            continue
+        if c.get("error"):
+            lines.append(f"{c['key']}: did not run to the end: {c['error']}")
+            continue
+        failing = [s for s in c.get("stages", []) if s.get("verdict") != "pass"]
+        if verbose:
+            lines.extend(s.get("message", "") for s in failing)
+        elif failing:
+            lines.append(f"{c['key']}: {len(failing)} failing stage(s): " + ", ".join(
+                f"{s['name']} ({_shown(s)})" for s in failing))
+    for d in doc.get("devices", []):
+        if d["status"] != "available":
+            lines.append(f"device {d['device']}: unavailable ({d.get('reason')})")
+    dr = doc.get("drift")
+    if dr:
+        lines.append(f"drift vs {dr['baseline']['hub']}: {dr['n_flagged']} stage(s) grew by more than x{dr['factor']:g}")
+        for f in dr["flagged"][: (None if verbose else 10)]:
+            lines.append(f"  {f['case']} {f['stage']}: max |d| {fmt(decode_float(f['then']))} -> "
+                         f"{fmt(decode_float(f['now']))} (x{fmt(decode_float(f['ratio']))})")
+    s, t = doc["summary"], doc["timings"]
+    lines.append(f"verdict: {doc['verdict'].upper()}  {s['passed']}/{s['cases']} cases passed"
+                 + (f"  (wall {t['wall_s']:.1f}s; forward passes {t['forward_s']:.1f}s; harness "
+                    f"{t['harness_s']:.1f}s = {100 * t['harness_fraction']:.1f}%)" if not quiet else ""))
+    hub = doc["hub"]
+    lines.append(f"hub: {hub}   page: {os.path.join(hub, 'index.html')}")
+    return "\n".join(lines)
+
+
+def _process_start() -> Optional[float]:
+    """perf_counter() value at this process's start (Linux), so the wall time includes start-up."""
+    try:
+        with open("/proc/self/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        start_ticks = int(fields[19])
+        with open("/proc/uptime") as fh:
+            uptime = float(fh.read().split()[0])
+        age = uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+        return time.perf_counter() - age if 0 <= age < 3600 else None
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    as_program = argv is None
+    started = time.perf_counter()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or bad usage (2, one line already printed)
+        return int(exc.code or 0)
+    level = logging.WARNING if args.verbose == 0 else (logging.INFO if args.verbose == 1 else logging.DEBUG)
+    if args.quiet:
+        level = logging.ERROR
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    if args.list:
+        for c in case_registry.CASES.values():
+            print(f"{c.name:<24} {c.dtype:<8} suites: {','.join(c.suites):<8} {c.covers}")
+        print(f"suites: default ({len(case_registry.suite('default'))} cases), "
+              f"nightly ({len(case_registry.suite('nightly'))} cases)")
+        return 0
+    clock, t0 = "main() call", started
+    if as_program:
+        ps = _process_start()
+        clock, t0 = ("process start", ps) if ps is not None else ("module import", _T0)
+    try:
+        from .devices import parse_devices
+
+        devices = tuple(parse_devices(args.devices)) if args.devices is not None else None
+    except ValueError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    options = ReportOptions(
+        hub=args.hub, suite=args.suite, cases=tuple(args.cases), devices=devices, dtype=args.dtype,
+        tolerances=args.tolerances, tolerance_mode=args.tolerance_mode, noise_floor_k=args.noise_floor_k,
+        isolation=args.isolation, baseline=args.baseline, drift_factor=args.drift_factor, recheck=args.recheck,
+        junit=args.junit, force=args.force, figures=args.figures, background=args.background,
+        command=("python", "-m", "parity.report", *argv))
+    progress = Progress(sys.stderr, args.quiet)
+    try:
+        outcome = build_report(options, progress, started=t0, clock=clock)
+    except ReportInputError as exc:
+        progress.close()
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        progress.close()
+        where = f"hub {progress.hub}" if progress.hub else "the hub"
+        print(f"{PROG}: interrupted; {where} holds no parity_report.json (no verdict)", file=sys.stderr)
+        return 130
+    except (OSError, ArtifactError) as exc:  # e.g. the disk filled up while writing
+        progress.close()
+        print(f"{PROG}: error: cannot write the report: {exc}", file=sys.stderr)
+        return 2
+    progress.close()
+    print(summary_table(outcome.document, verbose=args.verbose, quiet=args.quiet), flush=True)
+    return outcome.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

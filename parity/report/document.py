@@ -1,0 +1,214 @@
+"""parity_report.json: assembling the document (its schema is parity.report.schema).
+
+Everything is plain JSON: non-finite floats are the strings "nan", "inf", "-inf" (the
+convention of parity.compare / parity.stats.to_json), ``None`` means "not computed".
+
+Verdicts: a case passes when every stage passes and it did not crash. ``parity_verdict`` is
+"pass" when every case passes; the top-level ``verdict`` (what gates read, and what the exit
+code follows) is "pass" when, in addition, no stage drifted beyond the factor against the
+baseline. ``verdict_reasons`` says why a verdict is "fail". An unavailable device is listed
+in ``devices`` with its reason and does not fail the report.
+
+Each case entry is a superset of :meth:`parity.compare.CaseResult.to_dict` (without the
+per-patch arrays, which live in analysis/*_patch_stats.json and analysis/patch_errors.json),
+so ``CaseResult.from_dict(entry)`` and ``parity.compare.recheck(entry, new_tolerances)`` work on
+it directly.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from parity.compare import SCHEMA as CASE_SCHEMA
+from parity.compare import SCHEMA_VERSION as CASE_SCHEMA_VERSION
+from parity.stats import encode_float, to_json
+
+from . import hub as hub_mod
+from .devices import DeviceStatus
+from .runner import CaseRecord
+
+SCHEMA = "parity.report"
+SCHEMA_VERSION = 1
+
+
+def iso_now(t: Optional[float] = None) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def _worst_patches(perr: Optional[Dict[str, Any]]) -> Optional[List[Dict[str, Any]]]:
+    if not perr:
+        return None
+    return [{"b": int(b), "c": int(c), "max_abs": encode_float(v)} for b, c, v in perr.get("worst", [])]
+
+
+def case_entry(rec: CaseRecord) -> Dict[str, Any]:
+    """The JSON entry of one case on one device."""
+    if rec.result is not None:
+        res = rec.result
+        d = {"schema": CASE_SCHEMA, "schema_version": CASE_SCHEMA_VERSION, "name": res.name, "verdict": res.verdict,
+             "first_divergent_stage": res.first_divergent_stage, "root_cause_stage": res.root_cause_stage,
+             "problems": list(res.problems), "dtype": res.dtype, "device": res.device, "backends": dict(res.backends),
+             "stages": [sr.to_dict() for sr in res.stages]}  # CaseResult.to_dict() less the per-patch arrays
+        for st, sr in zip(d["stages"], res.stages):
+            st["worst_patches"] = _worst_patches(res.patch_errors.get(sr.name))
+            st["drift"] = None
+    else:
+        d = {"schema": CASE_SCHEMA, "schema_version": CASE_SCHEMA_VERSION, "name": rec.name, "verdict": "fail",
+             "first_divergent_stage": None, "root_cause_stage": None,
+             "problems": [f"the case did not run to the end: {rec.error}"], "backends": {}, "stages": []}
+    d.update(to_json({
+        "name": rec.name, "key": rec.key, "device": rec.device, "dtype": rec.dtype, "verdict": rec.verdict,
+        "error": rec.error, "config": rec.config, "case": rec.case, "tolerance_mode": rec.tolerance_mode,
+        "isolation": rec.isolation,
+        "versions": {role: (m or {}).get("versions") for role, m in rec.backends.items()},
+        "timings": {k: float(v) for k, v in rec.timings.items()},
+        "captures": dict(rec.captures), "figures": rec.figures, "figure_errors": list(rec.figure_errors),
+        "drift_flagged": 0,
+    }))
+    return d
+
+
+def device_entries(devices: Sequence[DeviceStatus], cases: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """One entry per requested device: status, reason, and the verdict of its cases."""
+    out = []
+    for dev in devices:
+        d = dev.to_dict()
+        mine = [c for c in cases if c["device"] == dev.device]
+        d["cases"] = [c["key"] for c in mine]
+        d["passed"] = sum(c["verdict"] == "pass" for c in mine)
+        d["failed"] = len(mine) - d["passed"]
+        d["verdict"] = None if not dev.available else ("pass" if d["failed"] == 0 else "fail")
+        out.append(d)
+    return out
+
+
+def tolerance_block(plan) -> Dict[str, Any]:
+    path = Path(plan.tolerance_path)
+    try:
+        sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        sha = None
+    t = plan.table
+    return to_json({
+        "mode": plan.tolerance_mode_name, "path": str(path), "sha256": sha,
+        "noise_floor_k": plan.options.noise_floor_k if plan.tolerance_mode != "table" else None,
+        "table": {"defaults": dict(t.defaults), "stages": {k: dict(v) for k, v in t.stages.items()},
+                  "device_overrides": {k: dict(v) for k, v in t.device_overrides.items()}},
+        "note": {
+            "noise_floor": "float32 cases are gated against k x the reference's own float32 error vs its float64 "
+                           "run (the per-stage tolerances are in each stage entry); float64 cases use the table",
+            "table": "per-stage tolerances resolved from the table are in each stage entry",
+            "per_case": "each case uses its own mode (the case entry's tolerance_mode): the table, or the noise "
+                        "floor for float32 cases that ask for it; the resolved tolerances are in each stage entry",
+        }[plan.tolerance_mode_name],
+    })
+
+
+def timing_block(records: Sequence[CaseRecord], wall_s: float, clock: str, setup_s: float, sink) -> Dict[str, Any]:
+    """Where the wall time went.
+
+    ``backend_s``: the backends' own work (framework import, model build, forward passes,
+    teacher-forced stages); ``harness_s``: the rest (start-up, inputs, moving jobs and captures
+    between processes (``isolation_s``), compare, figures and captures not hidden behind the
+    backends, JSON and HTML).
+    """
+    def total(key: str) -> float:
+        return float(sum(r.timings.get(key, 0.0) for r in records))
+
+    forward = total("forward_s")
+    backend = forward + total("import_s") + total("build_s") + total("local_s")
+    isolation = total("other_s")
+    wall = max(wall_s, 1e-9)
+    return {
+        "clock": clock, "wall_s": wall_s, "setup_s": setup_s,
+        "forward_s": forward, "reference_forward_s": total("reference_forward_s"),
+        "port_forward_s": total("port_forward_s"),
+        "backend_s": backend, "import_s": total("import_s"), "build_s": total("build_s"), "local_s": total("local_s"),
+        "isolation_s": isolation,
+        "prepare_s": total("prepare_s"), "compare_s": total("compare_s"), "load_s": total("load_s"),
+        "figures_s": total("figures_s"), "write_s": total("write_s"),
+        "background": sink.background, "background_jobs": sink.queued, "inline_jobs": sink.inline,
+        "handoff_s": sink.handoff_s, "drain_s": sink.drain_s, "paused_s": sink.paused_s,
+        "outside_forward_s": wall_s - forward, "outside_forward_fraction": (wall_s - forward) / wall,
+        "harness_s": wall_s - backend, "harness_fraction": (wall_s - backend) / wall,
+        "definitions": {
+            "forward_s": "both backends' forward passes (parity.adapters.base.execute 'forward_s')",
+            "backend_s": "forward + framework import + model build + teacher-forced local stages",
+            "isolation_s": "moving jobs and captures between processes (parity.run isolation; part of harness_s)",
+            "harness_s": "wall_s - backend_s: everything but the backends' own work (start-up, inputs, job "
+                         "transport, compare, figures and captures not hidden behind the backends, JSON/HTML)",
+            "figures_s/write_s": "CPU seconds drawing figures and writing capture files, in the background "
+                                 "process during the next case's reference run (background_jobs; paused_s: "
+                                 "stopped while the port ran; drain_s: waited for at the end) or here "
+                                 "(inline_jobs)",
+            "handoff_s": "seconds this process spent on figures and captures: queuing a job, or the job itself "
+                         "when it ran inline",
+        },
+    }
+
+
+def verdicts(cases: Sequence[Dict[str, Any]], drift: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    failed = [c for c in cases if c["verdict"] != "pass"]
+    reasons = []
+    crashed = [c for c in failed if c.get("error")]
+    if failed:
+        reasons.append(f"{len(failed)} of {len(cases)} cases failed: " + ", ".join(c["key"] for c in failed[:10])
+                       + (" ..." if len(failed) > 10 else ""))
+    if crashed:
+        reasons.append(f"{len(crashed)} case(s) did not run to the end: " + ", ".join(c["key"] for c in crashed[:5]))
+    if drift and drift["n_flagged"]:
+        reasons.append(f"{drift['n_flagged']} stage(s) drifted by more than x{drift['factor']:g} against the baseline")
+    parity = "pass" if not failed else "fail"
+    overall = "pass" if parity == "pass" and not (drift and drift["n_flagged"]) else "fail"
+    return {"verdict": overall, "parity_verdict": parity, "verdict_reasons": reasons}
+
+
+def summary_counts(cases: Sequence[Dict[str, Any]], devices: Sequence[Dict[str, Any]],
+                   drift: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    return {"cases": len(cases), "passed": sum(c["verdict"] == "pass" for c in cases),
+            "failed": sum(c["verdict"] != "pass" for c in cases),
+            "crashed": sum(bool(c.get("error")) for c in cases),
+            "devices_available": [d["device"] for d in devices if d["status"] == "available"],
+            "devices_unavailable": [d["device"] for d in devices if d["status"] != "available"],
+            "drift_flagged": drift["n_flagged"] if drift else None}
+
+
+def patch_stats_file(records: Sequence[CaseRecord], backend: str) -> Dict[str, Any]:
+    """analysis/{tf,torch}_patch_stats.json: per case, per patch-shaped stage, per-patch statistics."""
+    role = "reference" if backend == "tf" else "candidate"
+    cases: Dict[str, Any] = {}
+    for r in records:
+        if r.result is None:
+            continue
+        stats = r.result.patch_stats.get(role, {})
+        cases[r.key] = {"name": r.name, "device": r.device, "dtype": r.dtype,
+                        "capture_dtype": (r.backends.get("reference" if backend == "tf" else "port") or {}).get("dtype"),
+                        "stages": to_json(stats)}
+    return {
+        "schema": "parity.patch_stats", "schema_version": 1, "backend": backend,
+        "role": "reference" if backend == "tf" else "port",
+        "description": ("per-patch statistics of every (B, C|K, N, N) stage, computed in float64 over each N x N "
+                        "patch: per_patch.{mean, std, min, max, var_zero_mean} are (B, C) arrays; global_mean, "
+                        "global_std (unbiased) and var_zero_mean (mean of the per-patch variances, as in "
+                        "PatchStatsLogger) summarise the stage; complex stages have the same under amplitude "
+                        "and phase (rad)"),
+        "cases": cases,
+    }
+
+
+def patch_errors_file(records: Sequence[CaseRecord]) -> Dict[str, Any]:
+    return {
+        "schema": "parity.patch_errors", "schema_version": 1,
+        "description": ("per-patch |torch - TF| of every (B, C|K, N, N) stage: max_abs and rel_l2 are (B, C) "
+                        "arrays; complex stages add amp_max_abs and phase_max_weighted; worst: top patches "
+                        "as [b, c, max_abs]"),
+        "cases": {r.key: to_json(r.result.patch_errors) for r in records if r.result is not None},
+    }
+
+
+def fixed_files(junit: Optional[str]) -> Dict[str, Any]:
+    return {"index": hub_mod.INDEX_HTML, "summary": hub_mod.SUMMARY_PNG, "schema": hub_mod.SCHEMA_JSON,
+            "config": hub_mod.CONFIG_JSON, "patch_stats": dict(hub_mod.PATCH_STATS),
+            "patch_grids": dict(hub_mod.PATCH_GRIDS), "patch_errors": hub_mod.PATCH_ERRORS, "junit": junit}

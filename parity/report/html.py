@@ -1,0 +1,221 @@
+"""index.html: one self-contained page (inline CSS, no script, no network) rendered from the
+report document. Links are relative, so the hub can be moved or archived as a whole."""
+from __future__ import annotations
+
+import html
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+from urllib.parse import quote
+
+from parity.messages import fmt
+from parity.stages import STAGE_NAMES
+from parity.stats import decode_float
+
+from .figures import LOG_MARGIN_RANGE, log_margin, margin_colour, shown_margin
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:1.5em;color:#222;max-width:1800px}
+h1{margin:.2em 0} h2{margin-top:1.6em;border-bottom:1px solid #ddd}
+.banner{padding:.6em 1em;border-radius:6px;font-size:1.3em;font-weight:600;display:inline-block}
+.pass{background:#d9f2d9;color:#135e13}.fail{background:#f8d4d4;color:#8a1111}.na{background:#eee;color:#555}
+table{border-collapse:collapse;font-size:13px} td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}
+th{background:#f4f4f4} td.m{text-align:center;font-variant-numeric:tabular-nums;min-width:3.6em}
+td.bad{outline:2px solid #000;outline-offset:-2px;font-weight:700}
+td.drift{box-shadow:inset 0 -4px 0 #7b2cbf}
+pre{background:#f7f7f7;padding:.6em;overflow-x:auto;font-size:12px}
+img{max-width:100%;border:1px solid #ddd;margin:4px 0}
+.figs{display:grid;grid-template-columns:repeat(auto-fill,minmax(560px,1fr));gap:8px}
+.small{color:#666;font-size:12px} details{margin:.5em 0}
+"""
+
+
+def _e(x: Any) -> str:
+    return html.escape("" if x is None else str(x))
+
+
+def _href(rel: str) -> str:
+    return quote(rel, safe="/@-_.~")
+
+
+def _link(rel: Optional[str], text: Optional[str] = None) -> str:
+    if not rel:
+        return ""
+    return f'<a href="{_href(rel)}">{_e(text or rel)}</a>'
+
+
+def colour(margin: Any) -> str:
+    """Background colour of a stage cell: its log10(error / tolerance) on the heat map's scale."""
+    return "#%02x%02x%02x" % margin_colour(log_margin(decode_float(margin)))
+
+
+def _verdict(v: Optional[str]) -> str:
+    cls = {"pass": "pass", "fail": "fail"}.get(v or "", "na")
+    return f'<span class="banner {cls}" style="font-size:1em;padding:1px 6px">{_e((v or "n/a").upper())}</span>'
+
+
+def _case_table(cases: Sequence[Mapping[str, Any]]) -> str:
+    stages = list(STAGE_NAMES)
+    head = "".join(f"<th>{_e(s)}</th>" for s in stages)
+    rows = []
+    for c in cases:
+        by = {s["name"]: s for s in c.get("stages", [])}
+        cells = []
+        for s in stages:
+            st = by.get(s)
+            if st is None:
+                cells.append('<td class="m" style="background:#ddd">n/a</td>')
+                continue
+            m, text = shown_margin(decode_float(st.get("margin")), decode_float(st.get("local_error")),
+                                   st.get("verdict"))
+            cls = "m" + (" bad" if st.get("verdict") != "pass" else "")
+            drift = st.get("drift") or {}
+            if drift.get("flagged"):
+                cls += " drift"
+            tip = (f"{s}: {st.get('verdict')}, label {st.get('label')}; error / tolerance {fmt(m)}; "
+                   f"max |d| {fmt(decode_float(st.get('max_abs')))}; rel_l2 {fmt(decode_float(st.get('rel_l2')))}; "
+                   f"local {fmt(decode_float(st.get('local_error')))}")
+            if drift:
+                tip += f"; drift x{fmt(decode_float(drift.get('ratio')))} vs baseline"
+            if st.get("problem"):
+                tip += f"; {st['problem']}"
+            cells.append(f'<td class="{cls}" style="background:{colour(m)}" title="{_e(tip)}">{_e(text)}</td>')
+        name = f'<a href="#case-{_href(c["key"])}">{_e(c["key"])}</a>'
+        rows.append(f"<tr><td>{name}</td><td>{_e(c['dtype'])}</td><td>{_verdict(c['verdict'])}</td>"
+                    f"<td>{_e(c.get('first_divergent_stage') or '-')}</td><td>{_e(c.get('root_cause_stage') or '-')}"
+                    f"</td>{''.join(cells)}</tr>")
+    lo, hi = LOG_MARGIN_RANGE
+    legend = (f'<p class="small">Cell: error / tolerance (the stage\'s margin; &gt; 1 fails; "L": that of the '
+              f'teacher-forced local comparison, for a stage that fails only there), coloured by its log10 '
+              f'from {lo:g} (green) through 0 (yellow) to {hi:g} (red); framed: failing stage; purple underline: '
+              f'drifted against the baseline; hover for details.</p>')
+    return (f"<table><tr><th>case</th><th>dtype</th><th>verdict</th><th>first divergent</th><th>root cause</th>"
+            f"{head}</tr>{''.join(rows)}</table>{legend}")
+
+
+def _figures(c: Mapping[str, Any]) -> str:
+    figs = c.get("figures") or {}
+    items: List[str] = []
+    for stage, rel in (figs.get("stages") or {}).items():
+        items.append((stage, rel))
+    for name in ("error_by_stage", "patch_errors", "error_histogram"):
+        if figs.get(name):
+            items.append((name.replace("_", " "), figs[name]))
+    if not items:
+        return '<p class="small">no figures</p>'
+    return '<div class="figs">' + "".join(
+        f'<figure><a href="{_href(rel)}"><img src="{_href(rel)}" alt="{_e(label)}" loading="lazy"></a>'
+        f'<figcaption class="small">{_link(rel, label)}</figcaption></figure>' for label, rel in items) + "</div>"
+
+
+def _case_section(c: Mapping[str, Any]) -> str:
+    parts = [f'<h3 id="case-{_e(c["key"])}">{_e(c["key"])} {_verdict(c["verdict"])}</h3>',
+             f'<p class="small">device {_e(c["device"])}, dtype {_e(c["dtype"])}, tolerance mode '
+             f'{_e(c.get("tolerance_mode"))}; covers: {_e((c.get("case") or {}).get("covers", ""))}</p>']
+    if c.get("error"):
+        parts.append(f"<pre>{_e(c['error'])}</pre>")
+    for p in c.get("problems") or []:
+        parts.append(f"<pre>{_e(p)}</pre>")
+    failing = [s for s in c.get("stages", []) if s.get("verdict") != "pass"]
+    for s in failing[:6]:
+        parts.append(f"<pre>{_e(s.get('message'))}</pre>")
+    if len(failing) > 6:
+        parts.append(f'<p class="small">... and {len(failing) - 6} more failing stages (see parity_report.json)</p>')
+    caps = c.get("captures") or {}
+    if caps:
+        parts.append('<p class="small">captures: ' + ", ".join(_link(rel, role) for role, rel in caps.items()) + "</p>")
+    parts.append(_figures(c))
+    return "\n".join(parts)
+
+
+def _kv(d: Mapping[str, Any]) -> str:
+    rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in d.items())
+    return f"<table>{rows}</table>"
+
+
+def _drift(drift: Optional[Mapping[str, Any]]) -> str:
+    if not drift:
+        return ""
+    base = drift["baseline"]
+    head = (f"<h2>Drift against the baseline</h2><p>baseline {_e(base.get('hub'))} (created {_e(base.get('created'))}, "
+            f"verdict {_e(base.get('verdict'))}); metric {_e(drift['metric'])}; a stage is flagged when its error grew "
+            f"by more than x{_e(fmt(decode_float(drift['factor'])))} ({_e(drift.get('floor'))}). "
+            f"{_verdict(drift['verdict'])} {drift['n_flagged']} flagged.</p>")
+    rows = "".join(f"<tr><td>{_e(f['case'])}</td><td>{_e(f['device'])}</td><td>{_e(f['stage'])}</td>"
+                   f"<td>{_e(fmt(decode_float(f['then'])))}</td><td>{_e(fmt(decode_float(f['now'])))}</td>"
+                   f"<td>x{_e(fmt(decode_float(f['ratio'])))}</td><td>{_e(f.get('verdict'))}</td></tr>"
+                   for f in drift["flagged"])
+    table = (f"<table><tr><th>case</th><th>device</th><th>stage</th><th>max |d| then</th><th>now</th><th>growth</th>"
+             f"<th>verdict now</th></tr>{rows}</table>") if rows else ""
+    status = "".join(f"<li>{_e(r['case'])} ({_e(r['device'])}): {_e(r['status'])}</li>" for r in drift["cases"]
+                     if r["status"] != "compared")
+    return head + table + (f"<ul class='small'>{status}</ul>" if status else "")
+
+
+def render(doc: Mapping[str, Any]) -> str:
+    """The page for a report document (parity.report.document)."""
+    v = doc["verdict"]
+    files = doc.get("files") or {}
+    prov = doc.get("provenance") or {}
+    s = doc.get("summary") or {}
+    t = doc.get("timings") or {}
+    devices = "".join(
+        f"<li>{_e(d['device'])}: {_e(d['status'])}" + (f" ({_e(d['reason'])})" if d.get("reason") else "")
+        + (f", {d['passed']} passed, {d['failed']} failed" if d["status"] == "available" else "") + "</li>"
+        for d in doc.get("devices", []))
+    reasons = "".join(f"<li>{_e(r)}</li>" for r in doc.get("verdict_reasons", []))
+    links = [_link(files.get("summary"), "summary heat map"), _link("parity_report.json"),
+             _link(files.get("schema"), "JSON schema"), _link(files.get("config"), "run configuration")]
+    for group in ("patch_stats", "patch_grids"):
+        for backend, rel in (files.get(group) or {}).items():
+            if rel in doc.get("artifacts", []):
+                links.append(_link(rel))
+    if files.get("patch_errors") in doc.get("artifacts", []):
+        links.append(_link(files["patch_errors"]))
+    grids = "".join(f'<figure><a href="{_href(rel)}"><img src="{_href(rel)}" alt="{_e(b)} patch grid"></a></figure>'
+                    for b, rel in (files.get("patch_grids") or {}).items() if rel in doc.get("artifacts", []))
+    recheck = ""
+    if doc.get("recheck_of"):
+        r = doc["recheck_of"]
+        recheck = (f"<p>Re-checked from the captures of {_e(r.get('hub'))} (created {_e(r.get('created'))}, verdict "
+                   f"then {_e(r.get('verdict'))}) under new tolerances; no model was run.</p>")
+    timing = {k: (fmt(t[k]) if isinstance(t.get(k), (int, float)) and not isinstance(t[k], bool) else t.get(k)) for k in
+              ("clock", "wall_s", "setup_s", "forward_s", "backend_s", "isolation_s", "compare_s", "harness_s",
+               "harness_fraction", "outside_forward_fraction", "figures_s", "write_s", "drain_s", "background") if k in t}
+    summary_img = (f'<p><a href="{_href(files["summary"])}"><img src="{_href(files["summary"])}" '
+                   f'alt="summary heat map"></a></p>') if files.get("summary") in doc.get("artifacts", []) else ""
+    prov_main = {k: prov.get(k) for k in ("python", "numpy", "tensorflow", "keras", "torch", "cuda", "os", "cpu",
+                                          "tolerance_mode", "isolation", "TF_ENABLE_ONEDNN_OPTS", "command", "git")}
+    body = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Forward parity: {_e(v.upper())}</title>
+<style>{CSS}</style></head><body>
+<h1>Forward parity report</h1>
+<div class="banner {'pass' if v == 'pass' else 'fail'}">{_e(v.upper())}: {s.get('passed', 0)} of {s.get('cases', 0)} cases passed</div>
+<ul>{reasons}</ul>
+{recheck}
+<p class="small">created {_e(doc.get('created'))}; mode {_e(doc.get('mode'))}; tolerances {_e(doc['tolerances'].get('mode'))}
+({_e(doc['tolerances'].get('path'))}); command <code>{_e(prov.get('command'))}</code></p>
+<p>Devices:</p><ul>{devices}</ul>
+<p>{' | '.join(l for l in links if l)}</p>
+<h2>Cases x stages</h2>
+{_case_table(doc.get('cases', []))}
+{summary_img}
+{_drift(doc.get('drift'))}
+<h2>Patch grids of the default case</h2>
+<div class="figs">{grids or '<p class="small">none</p>'}</div>
+<h2>Cases</h2>
+{''.join(_case_section(c) for c in doc.get('cases', []))}
+<h2>Provenance</h2>
+{_kv(prov_main)}
+<details><summary>everything (determinism flags, threads, environment, fixture hashes)</summary><pre>{_e(_pretty(prov))}</pre></details>
+<h2>Timings</h2>
+{_kv(timing)}
+<p class="small">{_e((t.get('definitions') or {}).get('harness_s', ''))}</p>
+</body></html>
+"""
+    return body
+
+
+def _pretty(obj: Any) -> str:
+    import json
+
+    return json.dumps(obj, indent=1, sort_keys=True, default=str)

@@ -1,0 +1,270 @@
+"""What a report run is asked to do (:class:`ReportOptions`) and the checked plan made from it.
+
+:func:`make_plan` validates everything (cases, suite, dtype, devices, tolerance file, baseline,
+recheck source, hub path) *before* anything is written, and raises :class:`ReportInputError`
+with one sentence naming what was wrong and what is allowed; the CLI prints it and exits 2.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from parity import cases as case_registry
+from parity import run as run_mod
+from parity.cases import Case
+from parity.tolerances import DTYPES, NOISE_FLOOR_K, ToleranceTable, load_tolerances
+
+from . import hub as hub_mod
+from .devices import DeviceStatus, parse_devices, resolve_devices
+
+ISOLATIONS = tuple(run_mod.ISOLATIONS)  # inprocess, workers, subprocess
+DEFAULT_ISOLATION = "workers" if "workers" in ISOLATIONS else "inprocess"
+TOLERANCE_MODES = tuple(run_mod.TOLERANCE_MODES)  # table, noise_floor
+PER_CASE = "per_case"  # no --tolerance-mode: every case uses its own (parity.cases.Case.tolerance_mode)
+DEFAULT_DRIFT_FACTOR = 10.0
+
+
+class ReportInputError(ValueError):
+    """Bad usage or bad input: one sentence, exit code 2, nothing written."""
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """A report run. ``None`` means "the default" (which for a recheck is the source's value).
+
+    hub: output folder (None: ``reports_root/<UTC timestamp>``); suite / cases: what to run
+    (cases win); devices: e.g. ``("cpu", "cuda")``; dtype: override every case's dtype;
+    tolerances: TOML file (None: parity/tolerances.toml); tolerance_mode: table | noise_floor
+    (None: each case's own mode); isolation: inprocess | workers | subprocess (None: workers);
+    baseline: an earlier hub to compare errors with; recheck: a hub whose captures are
+    re-compared instead of running the models; figures: write PNGs; background: write figures and
+    captures in a background process while the next case runs (with isolation "workers").
+    """
+
+    hub: Optional[Path] = None
+    suite: Optional[str] = None
+    cases: Tuple[str, ...] = ()
+    devices: Optional[Tuple[str, ...]] = None
+    dtype: Optional[str] = None
+    tolerances: Optional[Path] = None
+    tolerance_mode: Optional[str] = None
+    noise_floor_k: float = NOISE_FLOOR_K
+    isolation: Optional[str] = None
+    baseline: Optional[Path] = None
+    drift_factor: float = DEFAULT_DRIFT_FACTOR
+    recheck: Optional[Path] = None
+    junit: Optional[Path] = None
+    force: bool = False
+    figures: bool = True
+    background: bool = True
+    reports_root: Path = Path("reports")
+    command: Tuple[str, ...] = ()
+
+    def to_dict(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {}
+        for k, v in self.__dict__.items():
+            out[k] = str(v) if isinstance(v, Path) else (list(v) if isinstance(v, tuple) else v)
+        return out
+
+
+@dataclass
+class SourceCase:
+    """A case entry of the recheck source and its capture files (role -> path)."""
+
+    entry: Dict[str, Any]
+    files: Dict[str, Path]
+
+
+@dataclass
+class Plan:
+    options: ReportOptions
+    hub: hub_mod.Hub
+    earlier: Optional[Dict[str, Any]]
+    mode: str  # "run" | "recheck"
+    cases: List[Case]
+    devices: List[DeviceStatus]
+    table: ToleranceTable
+    tolerance_path: Path
+    tolerance_mode: Optional[str]  # None: each case's own mode
+    isolation: str
+    suite: Optional[str]
+    baseline: Optional[Dict[str, Any]] = None
+    source: Optional[Dict[str, Any]] = None
+    source_cases: List[SourceCase] = field(default_factory=list)
+    in_place: bool = False
+
+    @property
+    def available_devices(self) -> List[str]:
+        return [d.device for d in self.devices if d.available]
+
+    @property
+    def tolerance_mode_name(self) -> str:
+        return self.tolerance_mode or PER_CASE
+
+
+def _fail(msg: str) -> ReportInputError:
+    return ReportInputError(msg)
+
+
+def _resolve_cases(opts: ReportOptions) -> Tuple[List[Case], Optional[str]]:
+    if opts.cases:
+        unknown = [c for c in opts.cases if c not in case_registry.CASES]
+        if unknown:
+            raise _fail(f"unknown case {unknown[0]!r}; known cases are {', '.join(sorted(case_registry.CASES))}")
+        chosen = [case_registry.CASES[c] for c in dict.fromkeys(opts.cases)]
+        suite = None
+    else:
+        suite = opts.suite or "default"
+        if suite not in case_registry.SUITES:
+            raise _fail(f"unknown suite {suite!r}; allowed are {', '.join(case_registry.SUITES)}")
+        chosen = list(case_registry.suite(suite))
+    if opts.dtype is not None:
+        # keep the case's name: the dtype is its own field in the report
+        chosen = [c if c.dtype == opts.dtype else c.with_(dtype=opts.dtype, name=c.name) for c in chosen]
+    return chosen, suite
+
+
+def _check_writable_file(path: Path, what: str) -> None:
+    parent = path.parent if str(path.parent) else Path(".")
+    probe = parent
+    while not probe.exists():
+        probe = probe.parent
+    if path.exists() and not path.is_file():
+        raise _fail(f"{what} {path} exists and is not a file")
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise _fail(f"{what} {path} cannot be written ({probe} is not a writable folder)")
+
+
+def _load_source(opts: ReportOptions, mode: Optional[str]) -> Tuple[Dict[str, Any], List[SourceCase]]:
+    src = Path(opts.recheck)
+    try:
+        doc = hub_mod.read_report(src)
+    except hub_mod.HubError as exc:
+        raise _fail(f"--recheck: {exc}") from None
+    root = src if src.is_dir() else src.parent
+    entries = [e for e in doc["cases"] if isinstance(e, dict) and "name" in e]
+    if opts.cases:
+        names = [e["name"] for e in entries]
+        unknown = [c for c in opts.cases if c not in names]
+        if unknown:
+            raise _fail(f"--case {unknown[0]!r} is not in the recheck source {root}; it has {', '.join(names)}")
+        entries = [e for e in entries if e["name"] in opts.cases]
+    out: List[SourceCase] = []
+    for e in entries:
+        if e.get("error"):
+            out.append(SourceCase(e, {}))
+            continue
+        key = e.get("key") or hub_mod.case_key(e["name"], e.get("device", "cpu"))
+        files = {role: root / hub_mod.CAPTURES / key / fname for role, fname in hub_mod.CAPTURE_FILES.items()}
+        for role in ("reference", "port"):
+            if not files[role].is_file():
+                raise _fail(f"--recheck source {root} has no captures for case {e['name']} (missing "
+                            f"{files[role].relative_to(root)}); only a hub written by python -m parity.report "
+                            f"with its captures/ folder can be rechecked")
+        if e.get("tolerance_mode") == "noise_floor" and not files["reference_float32"].is_file():
+            raise _fail(f"--recheck source {root}: case {e['name']} ran in noise_floor mode but "
+                        f"{files['reference_float32'].relative_to(root)} is missing")
+        if mode == "noise_floor" and e.get("dtype") == "float32" and e.get("tolerance_mode") != "noise_floor":
+            raise _fail(f"--tolerance-mode noise_floor needs a float64 oracle, but case {e['name']} of {root} ran in "
+                        f"{e.get('tolerance_mode', 'table')} mode; recheck with --tolerance-mode table, or run "
+                        f"again with --tolerance-mode noise_floor")
+        out.append(SourceCase(e, {r: p for r, p in files.items() if p.is_file()}))
+    return doc, out
+
+
+def planned_paths(keys: List[str]) -> List[str]:
+    """Paths a report owns, for the clash check against the user's own files."""
+    return list(hub_mod.FIXED_FILES) + [f"{d}/{k}" for k in keys for d in (hub_mod.ANALYSIS, hub_mod.CAPTURES)]
+
+
+def make_plan(opts: ReportOptions) -> Plan:
+    """Validate ``opts`` (raise ReportInputError) and resolve it; writes nothing."""
+    if opts.dtype is not None and opts.dtype not in DTYPES:
+        raise _fail(f"unknown dtype {opts.dtype!r}; allowed are {', '.join(DTYPES)}")
+    if opts.tolerance_mode is not None and opts.tolerance_mode not in TOLERANCE_MODES:
+        raise _fail(f"unknown tolerance mode {opts.tolerance_mode!r}; allowed are {', '.join(TOLERANCE_MODES)}")
+    if opts.isolation is not None and opts.isolation not in ISOLATIONS:
+        raise _fail(f"unknown isolation {opts.isolation!r}; allowed are {', '.join(ISOLATIONS)}")
+    if not (math.isfinite(opts.drift_factor) and opts.drift_factor >= 1):
+        raise _fail(f"--drift-factor must be a finite number >= 1, got {opts.drift_factor}")
+    if not (math.isfinite(opts.noise_floor_k) and opts.noise_floor_k > 0):
+        raise _fail(f"--noise-floor-k must be a finite number > 0, got {opts.noise_floor_k}")
+    if opts.suite is not None and opts.cases:
+        raise _fail("give either --suite or --case, not both")
+    recheck = opts.recheck is not None
+    if recheck:
+        given = [flag for flag, v in (("--suite", opts.suite), ("--dtype", opts.dtype), ("--devices", opts.devices),
+                                      ("--isolation", opts.isolation)) if v is not None]
+        if given:
+            raise _fail(f"{given[0]} cannot be combined with --recheck (a recheck re-compares the stored captures; "
+                        f"it runs no model); allowed with --recheck: --hub, --case, --tolerances, --tolerance-mode, "
+                        f"--noise-floor-k, --baseline, --drift-factor, --junit, --force")
+
+    tol_path = Path(opts.tolerances) if opts.tolerances is not None else None
+    try:
+        table = load_tolerances(tol_path)
+    except (ValueError, OSError) as exc:
+        raise _fail(f"--tolerances: {exc}") from None
+    tol_path = Path(table.path)
+
+    baseline = None
+    if opts.baseline is not None:
+        try:
+            baseline = hub_mod.read_report(Path(opts.baseline))
+        except hub_mod.HubError as exc:
+            raise _fail(f"--baseline: {exc}") from None
+
+    if opts.junit is not None:
+        _check_writable_file(Path(opts.junit), "--junit")
+
+    source, source_cases, cases, suite = None, [], [], None
+    if recheck:
+        mode = opts.tolerance_mode
+        source, source_cases = _load_source(opts, mode)
+        devices = []
+        for e in source.get("devices", []) or []:
+            if isinstance(e, dict) and "device" in e:
+                devices.append(DeviceStatus(e["device"], e.get("status") == "available", e.get("reason"),
+                                            dict(e.get("names") or {})))
+        isolation = (source.get("config") or {}).get("isolation", DEFAULT_ISOLATION)
+        keys = [sc.entry.get("key") or hub_mod.case_key(sc.entry["name"], sc.entry.get("device", "cpu"))
+                for sc in source_cases]
+        suite = (source.get("config") or {}).get("suite")
+    else:
+        cases, suite = _resolve_cases(opts)
+        mode = opts.tolerance_mode
+        isolation = opts.isolation or DEFAULT_ISOLATION
+        try:
+            wanted = list(opts.devices) if opts.devices is not None else ["cpu"]
+            wanted = parse_devices(",".join(wanted))
+        except ValueError as exc:
+            raise _fail(str(exc)) from None
+        devices = resolve_devices(wanted, isolation)
+        if not any(d.available for d in devices):
+            why = "; ".join(f"{d.device}: {d.reason}" for d in devices)
+            raise _fail(f"none of the requested devices is available ({why}); nothing to run; "
+                        f"add cpu to --devices or run on a machine that has them")
+        keys = [hub_mod.case_key(c.name, d.device) for d in devices if d.available for c in cases]
+
+    if opts.hub is not None:
+        hub_root = Path(opts.hub)
+    else:
+        hub_root = hub_mod.new_hub_path(Path(opts.reports_root))
+    in_place = False
+    if recheck:
+        src_root = Path(opts.recheck)
+        src_root = src_root if src_root.is_dir() else src_root.parent
+        in_place = hub_root.exists() and hub_root.resolve() == src_root.resolve()
+    hub = hub_mod.Hub(hub_root)
+    try:
+        earlier = hub.check(force=opts.force, planned=planned_paths(keys))
+    except hub_mod.HubError as exc:
+        raise _fail(str(exc)) from None
+    if opts.junit is not None and Path(opts.junit).resolve() == (hub_root / hub_mod.REPORT_JSON).resolve():
+        raise _fail("--junit must not be the hub's parity_report.json")
+    return Plan(options=opts, hub=hub, earlier=earlier, mode="recheck" if recheck else "run", cases=cases,
+                devices=devices, table=table, tolerance_path=tol_path, tolerance_mode=mode, isolation=isolation,
+                suite=suite, baseline=baseline, source=source, source_cases=source_cases, in_place=in_place)

@@ -1,0 +1,144 @@
+"""JSON Schema (draft 2020-12) of parity_report.json, written beside it as parity_report.schema.json.
+
+The schema pins what later checks and the nightly gate read: the top-level verdict, provenance,
+tolerances, devices, timings, and per case and stage the fields listed in the issue. Objects
+accept additional properties, so a new field is not a breaking change; removing or retyping a
+listed field is, and needs ``SCHEMA_VERSION`` bumped. Validation happens in the tests
+(jsonschema is a test dependency, not a runtime one).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict
+
+from parity.compare import LABELS
+
+from .document import SCHEMA, SCHEMA_VERSION
+
+NONFINITE = {"enum": ["nan", "inf", "-inf"]}
+NUM = {"anyOf": [{"type": "number"}, NONFINITE]}
+NUM_OR_NULL = {"anyOf": [{"type": ["number", "null"]}, NONFINITE]}
+STR_OR_NULL = {"type": ["string", "null"]}
+VERDICT = {"enum": ["pass", "fail"]}
+INDEX = {"anyOf": [{"type": "array", "items": {"type": "integer", "minimum": 0}}, {"type": "null"}]}
+
+
+def _obj(required: Dict[str, Any], optional: Dict[str, Any] | None = None, **kw: Any) -> Dict[str, Any]:
+    props = dict(required)
+    props.update(optional or {})
+    return {"type": "object", "required": list(required), "properties": props, **kw}
+
+
+TOLERANCE = _obj({"rtol": NUM, "atol": NUM, "atol_scaled": NUM},
+                 {"max_mismatch_fraction": NUM, "source": {"type": "string"}, "reason": {"type": "string"}})
+MIN_TOL = _obj({"rtol": NUM, "atol": NUM, "atol_scaled": NUM})
+DRIFT_STAGE = _obj({"then": NUM, "now": NUM, "ratio": NUM, "flagged": {"type": "boolean"}},
+                   {"metric": {"type": "string"}, "floor": NUM})
+
+STAGE = _obj({
+    "name": {"type": "string"},
+    "shape": INDEX,
+    "dtype": STR_OR_NULL,
+    "verdict": VERDICT,
+    "tolerance": {"anyOf": [TOLERANCE, {"type": "null"}]},
+    "max_abs": NUM_OR_NULL,
+    "max_rel": NUM_OR_NULL,
+    "rel_l2": NUM_OR_NULL,
+    "mismatch_fraction": NUM_OR_NULL,
+    "worst_index": INDEX,
+    "min_passing_tolerance": {"anyOf": [MIN_TOL, {"type": "null"}]},
+    "local_error": NUM_OR_NULL,
+    "label": {"enum": list(LABELS)},
+}, {
+    "margin": NUM_OR_NULL, "rel_max": NUM_OR_NULL, "mismatch_count": {"type": ["integer", "null"]},
+    "n_elements": {"type": ["integer", "null"]}, "ref_max_abs": NUM_OR_NULL, "problem": STR_OR_NULL,
+    "message": {"type": "string"},
+    "worst_patches": {"anyOf": [{"type": "null"}, {"type": "array", "items": _obj(
+        {"b": {"type": "integer"}, "c": {"type": "integer"}, "max_abs": NUM})}]},
+    "drift": {"anyOf": [DRIFT_STAGE, {"type": "null"}]},
+})
+
+CASE = _obj({
+    "name": {"type": "string"},
+    "key": {"type": "string"},
+    "config": {"type": "object"},
+    "dtype": {"enum": ["float32", "float64"]},
+    "device": {"type": "string"},
+    "verdict": VERDICT,
+    "first_divergent_stage": STR_OR_NULL,
+    "stages": {"type": "array", "items": STAGE},
+    "error": STR_OR_NULL,
+    "timings": {"type": "object", "additionalProperties": NUM},
+}, {
+    "root_cause_stage": STR_OR_NULL,
+    "problems": {"type": "array", "items": {"type": "string"}},
+    "tolerance_mode": {"enum": ["table", "noise_floor"]},
+    "isolation": {"enum": ["inprocess", "workers", "subprocess"]},
+    "captures": {"type": "object", "additionalProperties": {"type": "string"}},
+    "figures": {"type": "object"},
+    "drift_flagged": {"type": "integer", "minimum": 0},
+})
+
+DEVICE = _obj({"device": {"type": "string"}, "status": {"enum": ["available", "unavailable"]},
+               "reason": STR_OR_NULL, "verdict": {"enum": ["pass", "fail", None]},
+               "cases": {"type": "array", "items": {"type": "string"}}},
+              {"passed": {"type": "integer"}, "failed": {"type": "integer"}, "names": {"type": "object"}})
+
+PROVENANCE = _obj({
+    "python": {"type": "string"}, "numpy": {"type": "string"}, "tensorflow": STR_OR_NULL, "torch": STR_OR_NULL,
+    "cuda": {"type": "object"}, "devices": {"type": "array", "items": DEVICE},
+    "determinism": _obj({"tf": {"type": "object"}, "torch": {"type": "object"}}),
+    "fixture_hashes": {"type": "object"},
+    "git": {"anyOf": [{"type": "null"}, _obj({"commit": {"type": "string"}}, {"dirty": {"type": ["boolean", "null"]}})]},
+    "tolerance_mode": {"enum": ["table", "noise_floor", "per_case"]},
+    "isolation": {"enum": ["inprocess", "workers", "subprocess"]},
+    "os": {"type": "string"}, "cpu": {"type": "string"}, "threads": {"type": "object"},
+    "environment": {"type": "object"}, "TF_ENABLE_ONEDNN_OPTS": STR_OR_NULL, "command": STR_OR_NULL,
+})
+
+DRIFT = _obj({
+    "baseline": _obj({"hub": {"type": "string"}}),
+    "factor": NUM, "metric": {"type": "string"}, "verdict": VERDICT, "n_flagged": {"type": "integer"},
+    "flagged": {"type": "array", "items": _obj({"case": {"type": "string"}, "device": {"type": "string"},
+                                               "stage": {"type": "string"}, "then": NUM, "now": NUM, "ratio": NUM})},
+    "cases": {"type": "array"},
+})
+
+TIMINGS = _obj({k: NUM for k in ("wall_s", "forward_s", "backend_s", "harness_s", "harness_fraction",
+                                 "outside_forward_s", "outside_forward_fraction")})
+
+REPORT_SCHEMA: Dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "parity_report.schema.json",
+    "title": "Forward-parity report (python -m parity.report)",
+    "description": "Non-finite floats are the strings nan, inf, -inf; null means not computed.",
+    **_obj({
+        "schema": {"const": SCHEMA},
+        "schema_version": {"const": SCHEMA_VERSION},
+        "verdict": VERDICT,
+        "parity_verdict": VERDICT,
+        "verdict_reasons": {"type": "array", "items": {"type": "string"}},
+        "created": {"type": "string", "pattern": r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$"},
+        "mode": {"enum": ["run", "recheck"]},
+        "provenance": PROVENANCE,
+        "config": {"type": "object"},
+        "tolerances": _obj({"mode": {"enum": ["table", "noise_floor", "per_case"]}, "path": {"type": "string"},
+                            "table": {"type": "object"}}),
+        "devices": {"type": "array", "items": DEVICE},
+        "cases": {"type": "array", "items": CASE},
+        "drift": {"anyOf": [{"type": "null"}, DRIFT]},
+        "timings": TIMINGS,
+        "summary": {"type": "object"},
+        "files": {"type": "object"},
+        "artifacts": {"type": "array", "items": {"type": "string"}},
+    }, {
+        "recheck_of": {"anyOf": [{"type": "null"}, {"type": "object"}]},
+        "finished": {"type": "string"},
+    }),
+}
+
+
+def report_schema() -> Dict[str, Any]:
+    """The schema as a fresh dict."""
+    import copy
+
+    return copy.deepcopy(REPORT_SCHEMA)
