@@ -64,7 +64,7 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"metadata value {obj!r} of type {type(obj).__name__} is not JSON-serialisable")
 
 
-def save_capture(path: os.PathLike | str, capture: Capture) -> Path:
+def save_capture(path: os.PathLike | str, capture: Capture, *, compress: bool = True) -> Path:
     """Write ``capture`` to ``path`` (used as given; ``.npz`` is conventional) atomically:
     a temporary file in the same folder is renamed over ``path`` once complete."""
     path = Path(path)
@@ -88,7 +88,7 @@ def save_capture(path: os.PathLike | str, capture: Capture) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
+            (np.savez_compressed if compress else np.savez)(fh, **arrays)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
