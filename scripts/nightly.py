@@ -72,8 +72,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                "--suite", args.suite, "--junitxml", str(hub / "junit-pytest.xml"), "-p", "no:cacheprovider"]
         print("nightly: " + " ".join(cmd), flush=True)
         codes.append(subprocess.call(cmd, cwd=ROOT))
-    cmd = [sys.executable, "-m", "parity.report", "--suite", args.suite, "--hub", str(hub),
-           "--junit", str(hub / "junit-report.xml")]
+    cmd = [sys.executable, "-m", "parity.report", "--hub", str(hub), "--junit", str(hub / "junit-report.xml")]
+    if "--case" not in extra:  # explicit cases (e.g. a quick local check) replace the suite
+        cmd += ["--suite", args.suite]
     if baseline is not None:
         cmd += ["--baseline", str(baseline)]
     else:

@@ -1,0 +1,64 @@
+"""scripts/nightly.py end to end on one small case: green, a planted failure, planted drift."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = ["--", "--case", "n64_g1", "--isolation", "inprocess", "--no-figures", "-q"]
+
+
+def _nightly(reports, *args):
+    cmd = [sys.executable, str(ROOT / "scripts" / "nightly.py"), "--reports", str(reports), "--suite", "default",
+           "--skip-pytest", *args]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def green(tmp_path_factory):
+    reports = tmp_path_factory.mktemp("reports")
+    proc = _nightly(reports, "--hub", str(reports / "nightly-1"), "--baseline", "auto", *SMALL)
+    return reports, proc
+
+
+def test_green_run_passes_and_writes_a_hub(green):
+    reports, proc = green
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((reports / "nightly-1" / "parity_report.json").read_text())
+    assert report["verdict"] == "pass"
+    assert (reports / "nightly-1" / "junit-report.xml").exists()
+    assert "no earlier green nightly hub" in proc.stdout
+
+
+def test_planted_failure_fails_the_gate(green, tmp_path):
+    reports, _ = green
+    tight = tmp_path / "tight.toml"
+    tight.write_text("[defaults.float32]\nrtol = 0.0\natol = 0.0\natol_scaled = 1e-12\n"
+                     "[defaults.float64]\nrtol = 0.0\natol = 0.0\natol_scaled = 1e-16\n")
+    proc = _nightly(reports, "--hub", str(reports / "nightly-2"), "--baseline", "none", *SMALL,
+                    "--tolerances", str(tight))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert json.loads((reports / "nightly-2" / "parity_report.json").read_text())["verdict"] == "fail"
+
+
+def test_planted_drift_fails_the_gate_and_auto_baseline_finds_the_last_green(green, tmp_path):
+    reports, _ = green
+    # a fabricated earlier green hub whose errors were 1000x smaller
+    report = json.loads((reports / "nightly-1" / "parity_report.json").read_text())
+    for case in report["cases"]:
+        for stage in case["stages"]:
+            if isinstance(stage.get("max_abs"), (int, float)):
+                stage["max_abs"] = stage["max_abs"] / 1000.0
+    earlier = reports / "nightly-0"
+    earlier.mkdir()
+    (earlier / "parity_report.json").write_text(json.dumps(report))
+    proc = _nightly(reports, "--hub", str(reports / "nightly-3"), "--baseline", str(earlier), *SMALL)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    drift = json.loads((reports / "nightly-3" / "parity_report.json").read_text())["drift"]
+    assert sum(c["n_flagged"] for c in drift["cases"]) >= 1 and drift["factor"] == 10.0
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import nightly
+
+    assert nightly.last_green(reports, exclude=reports / "nightly-3") == reports / "nightly-1"
