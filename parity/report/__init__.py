@@ -7,8 +7,8 @@ Command line: ``python -m parity.report --help`` (parity/report/__main__.py). Py
     outcome.exit_code, outcome.document["verdict"]
 
 Steps, with data between them: :mod:`.options` validates and plans (nothing written),
-:mod:`.hub` claims the folder, :mod:`.runner` runs (or rechecks) the cases and hands captures to
-:mod:`.artifacts` (figures and .npz files, in a worker process while the next case runs),
+:mod:`.hub` claims the folder, :mod:`.runner` runs (or rechecks) the cases and, after each,
+:mod:`.artifacts` writes its captures and draws its figures (:mod:`.figures`, :mod:`.raster`),
 :mod:`.document` / :mod:`.drift` / :mod:`.provenance` assemble parity_report.json, :mod:`.html`
 and :mod:`.junit` render it; the JSON is written last. Nothing here imports TensorFlow or
 PyTorch (the adapters do, when a case runs). Library code logs; only the CLI prints.
@@ -16,7 +16,6 @@ PyTorch (the adapters do, when a case runs). Library code logs; only the CLI pri
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from parity.stages import STAGE_NAMES
 
 from . import document as D
 from . import hub as hub_mod
-from .artifacts import ArtifactError, ArtifactSink
+from .artifacts import ArtifactError
 from .drift import compare_to_baseline
 from .options import Plan, ReportInputError, ReportOptions, make_plan
 from .runner import CaseRecord, recheck_cases, run_cases
@@ -66,21 +65,12 @@ def build_report(options: ReportOptions, progress: Optional[Callable[..., None]]
     if progress is not None:
         progress("begin", 0, 0, str(plan.hub.root))
     setup_s = time.perf_counter() - t_start
-    # background only where the port's runs can be gated (see ArtifactSink)
-    sink = ArtifactSink(background=options.background and plan.isolation == "workers")
-    deferred: List[threading.Thread] = []  # backend worker shutdown, overlapping the finish
-    finished = False
-    try:
-        if plan.mode == "recheck":
-            records = recheck_cases(plan, sink, progress)
-        else:
-            records = run_cases(plan, sink, progress, deferred)
-        doc = _finish(plan, records, sink, created, t_start, clock, setup_s)
-        finished = True
-    finally:
-        sink.close(cancel=not finished)
-        for thread in deferred:
-            thread.join()
+    run_timings: Dict[str, float] = {}
+    if plan.mode == "recheck":
+        records = recheck_cases(plan, progress, run_timings)
+    else:
+        records = run_cases(plan, progress, run_timings)
+    doc = _finish(plan, records, created, t_start, clock, setup_s, run_timings)
     return ReportOutcome(document=doc, hub=plan.hub.root, exit_code=0 if doc["verdict"] == "pass" else 1)
 
 
@@ -114,18 +104,19 @@ def _config(plan: Plan, records: List[CaseRecord]) -> Dict[str, Any]:
         "baseline": str(o.baseline) if o.baseline else None, "drift_factor": o.drift_factor,
         "recheck": str(o.recheck) if o.recheck else None, "in_place": plan.in_place,
         "junit": str(o.junit) if o.junit else None, "force": o.force, "figures": o.figures,
-        "background": o.background,
         "command": list(o.command), "options": o.to_dict(),
     }
 
 
-def _finish(plan: Plan, records: List[CaseRecord], sink: ArtifactSink, created: str, t_start: float, clock: str,
-            setup_s: float) -> Dict[str, Any]:
+def _finish(plan: Plan, records: List[CaseRecord], created: str, t_start: float, clock: str,
+            setup_s: float, run_timings: Dict[str, float]) -> Dict[str, Any]:
     from . import html, junit, provenance, schema
 
     hub = plan.hub
     o = plan.options
-    # while the worker finishes the last case: the analysis JSONs and the heat map
+    for r in records:
+        for rel in r.files:
+            hub.record(rel)
     for backend, rel in hub_mod.PATCH_STATS.items():
         hub.write_json(rel, D.patch_stats_file(records, backend), indent=None)
     hub.write_json(hub_mod.PATCH_ERRORS, D.patch_errors_file(records), indent=None)
@@ -138,13 +129,6 @@ def _finish(plan: Plan, records: List[CaseRecord], sink: ArtifactSink, created: 
             _heatmap(plan, records, verdict_text)
         except Exception as exc:  # a figure never fails the run
             log.warning("summary heat map not drawn: %s", exc, exc_info=True)
-    for key, res in sink.results().items():
-        rec = next(r for r in records if r.key == key)
-        rec.figures = res["figures"]
-        rec.figure_errors = res["errors"]
-        rec.timings.update(res["timings"])
-        for rel in res["files"]:
-            hub.record(rel)
 
     cases = [D.case_entry(r) for r in records]
     drift = None
@@ -184,7 +168,7 @@ def _finish(plan: Plan, records: List[CaseRecord], sink: ArtifactSink, created: 
         "summary": D.summary_counts(cases, devices, drift),
         "provenance": prov, "config": config, "tolerances": D.tolerance_block(plan),
         "devices": devices, "cases": cases, "drift": drift,
-        "timings": D.timing_block(records, wall, clock, setup_s, sink),
+        "timings": {**D.timing_block(records, wall, clock, setup_s), **run_timings},
         "files": D.fixed_files(str(o.junit) if o.junit else None),
     }
     artifacts = list(hub.written) + [hub_mod.INDEX_HTML] + ([junit_rel] if junit_rel else []) + [hub_mod.REPORT_JSON]

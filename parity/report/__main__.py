@@ -112,8 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--junit", type=Path, default=None, metavar="FILE", help="also write JUnit XML here")
     g.add_argument("--no-figures", dest="figures", action="store_false", help="write no PNG figures")
     g.add_argument("--no-background", dest="background", action="store_false",
-                   help="write figures and captures in this process after each case (default with --isolation "
-                        "workers: in a background process during the next case's reference run)")
+                   help="write each case's captures and figures before the next case starts (default: in a "
+                        "thread while it runs)")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress; print only the verdict and failures")
     g.add_argument("-v", "--verbose", action="count", default=0,
                    help="log progress details (-vv: debug) and print every failing stage's message")

@@ -1,26 +1,28 @@
 """Per-case files of a hub: the captures and the case's figures.
 
-:func:`write_case` saves ``captures/<case>/{tf,torch,local[,tf_float32]}.npz`` (or links/copies
-them from a recheck source) and draws ``analysis/<case>/*.png``. It is a plain function of a
-picklable :class:`CaseJob`, so :class:`ArtifactSink` can run it in a background process while
-the next case runs its reference, or inline.
+:func:`write_case` writes ``captures/<case>/{tf,torch,local[,tf_float32]}.npz`` (compressed,
+parity.capture.save_capture; a recheck source's captures are hard-linked or copied) and draws
+``analysis/<case>/*.png``.
 
 A figure that cannot be drawn is logged and listed in the result's ``errors``; it never fails
-the run. A capture that cannot be written raises (the hub would not be replayable).
+the run. A capture that cannot be written raises :class:`ArtifactError` (the hub would not be
+replayable).
+
+Cost on the 2-core target: ~0.2 s per case for the captures, ~0.15 s for the figures;
+:class:`ArtifactWriter` does it in a thread while the next case runs. (A separate process,
+tried first, slowed the backends by as much as it saved; a thread in this process, which mostly
+waits for the backend processes, does not.)
 """
 from __future__ import annotations
 
-import contextlib
 import logging
-import multiprocessing
 import os
-import queue
 import shutil
-import signal
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -32,6 +34,10 @@ from . import hub as hub_mod
 log = logging.getLogger(__name__)
 
 
+class ArtifactError(RuntimeError):
+    """A case's files could not be written (e.g. the disk is full); names the case and the cause."""
+
+
 @dataclass
 class CaseJob:
     hub: str
@@ -39,7 +45,7 @@ class CaseJob:
     title: str
     result: Optional[CaseResult]
     captures: Dict[str, Capture] = field(default_factory=dict)  # role -> capture (written unless in copy)
-    copy: Dict[str, str] = field(default_factory=dict)  # role -> existing capture file to link/copy instead
+    copy: Dict[str, str] = field(default_factory=dict)  # role -> the same capture as a file: linked/copied
     figures: bool = True
     figure_stages: Tuple[str, ...] = ()
     patch_grids: bool = False  # also draw analysis/{tf,torch}_patch_grid.png (the default case)
@@ -52,8 +58,9 @@ def _link_or_copy(src: Path, dst: Path) -> None:
     tmp.unlink(missing_ok=True)
     try:
         os.link(src, tmp)
-    except OSError:
-        shutil.copy2(src, tmp)
+    except OSError:  # another file system
+        shutil.copyfile(src, tmp)
+    os.chmod(tmp, hub_mod.FILE_MODE)
     os.replace(tmp, dst)
 
 
@@ -62,15 +69,65 @@ def _capture_arrays(job: CaseJob, role: str) -> Optional[Dict[str, np.ndarray]]:
     return cap.stages if cap is not None else None
 
 
+class ArtifactWriter:
+    """Runs :func:`write_case` for one case after another in a background thread.
+
+    Compressing captures (zlib) and encoding PNGs release the GIL, and during a case this
+    process mostly waits for the backend processes, so the previous case's files are written
+    meanwhile (measured on 2 cores: no slowdown of the backends). :meth:`wait` must be called,
+    and return, before the report claims a verdict: it re-raises a failed write as
+    ArtifactError. With ``background=False`` every job runs at once, in the caller's thread.
+    """
+
+    def __init__(self, background: bool = True) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parity-report-files") if background \
+            else None
+        self._futures: List[Tuple[str, Future]] = []
+        self.results: Dict[str, Dict[str, Any]] = {}
+        self.wait_s = 0.0
+
+    def submit(self, job: CaseJob) -> float:
+        """Queue the job (or run it, without a thread); returns the seconds the caller spent."""
+        t0 = time.perf_counter()
+        if self._pool is None:
+            self.results[job.key] = write_case(job)
+        else:
+            self._futures.append((job.key, self._pool.submit(write_case, job)))
+        return time.perf_counter() - t0
+
+    def wait(self) -> Dict[str, Dict[str, Any]]:
+        """Every job's result (key -> write_case's dict); raises ArtifactError for a failed one."""
+        t0 = time.perf_counter()
+        try:
+            for key, fut in self._futures:
+                self.results[key] = fut.result()
+        finally:
+            self._futures = []
+            self.wait_s += time.perf_counter() - t0
+        return self.results
+
+    def close(self, cancel: bool = False) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=cancel)
+
+
 def write_case(job: CaseJob) -> Dict[str, Any]:
-    """Write one case's captures and figures; returns files, figures, timings and errors."""
+    """Write one case's captures and figures; returns files, figures, timings and errors.
+    Raises ArtifactError when a file cannot be written."""
+    try:
+        return _write_case(job)
+    except OSError as exc:
+        raise ArtifactError(f"case {job.key}: cannot write its files: {exc}") from None
+
+
+def _write_case(job: CaseJob) -> Dict[str, Any]:
     from . import figures as F  # matplotlib only where figures are drawn
 
     root = Path(job.hub)
     files: List[str] = []
     errors: List[str] = []
     out_figs: Dict[str, Any] = {"stages": {}}
-    t0 = time.process_time()  # CPU seconds: a paused background process does not count
+    t0 = time.perf_counter()
     for role, capture in job.captures.items():
         if role in job.copy:
             continue
@@ -83,9 +140,9 @@ def write_case(job: CaseJob) -> Dict[str, Any]:
         if Path(src).resolve() != (root / rel).resolve():
             _link_or_copy(Path(src), root / rel)
         files.append(rel)
-    write_s = time.process_time() - t0
+    write_s = time.perf_counter() - t0
 
-    t0 = time.process_time()
+    t0 = time.perf_counter()
     res = job.result
     ref = _capture_arrays(job, "reference")
     port = _capture_arrays(job, "port")
@@ -137,138 +194,6 @@ def write_case(job: CaseJob) -> Dict[str, Any]:
                            scale, lims)
                 if rel:
                     out_figs["patch_grids"][backend] = rel
-    figures_s = time.process_time() - t0
+    figures_s = time.perf_counter() - t0
     return {"key": job.key, "files": files, "figures": out_figs, "errors": errors,
             "timings": {"write_s": write_s, "figures_s": figures_s}}
-
-
-class ArtifactError(RuntimeError):
-    """A case's files could not be written (e.g. the disk is full); names the case and the cause."""
-
-
-def _serve(tasks, results) -> None:
-    """The background process: write_case for every job until a None arrives."""
-    # Ctrl-C goes to the whole process group; the parent decides what happens.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from . import figures  # noqa: F401  (imported while the first case runs)
-
-    while True:
-        job = tasks.get()
-        if job is None:
-            return
-        try:
-            results.put((job.key, None, write_case(job)))
-        except BaseException as exc:  # reported to the parent, which raises ArtifactError
-            results.put((job.key, f"{type(exc).__name__}: {exc}", None))
-
-
-_CAN_PAUSE = hasattr(signal, "SIGSTOP") and hasattr(signal, "SIGCONT")
-
-
-class ArtifactSink:
-    """Runs :func:`write_case` jobs in one background process, or inline.
-
-    In the background the jobs overlap the next case's reference (TensorFlow) job, which leaves
-    a core idle while it builds its graph. :meth:`paused` stops the background process while the
-    port runs: measured on 2 cores, any process competing with PyTorch's OpenMP thread pool,
-    even at the lowest priority, slowed the port's forward passes from 0.05 s to 1-2 s. A job
-    is queued only when the background process is idle, otherwise it runs inline, so a slow
-    (e.g. loaded) machine never piles up work to wait for at the end.
-    """
-
-    def __init__(self, background: bool = True):
-        self._done: Dict[str, Dict[str, Any]] = {}
-        self._pending: List[str] = []
-        self._proc = None
-        self.drain_s = 0.0
-        self.handoff_s = 0.0
-        self.paused_s = 0.0
-        self.queued = self.inline = 0  # jobs run in the background / here
-        if background:
-            ctx = multiprocessing.get_context("spawn")  # never fork a process that holds TF/torch threads
-            self._tasks, self._results = ctx.Queue(), ctx.Queue()
-            self._proc = ctx.Process(target=_serve, args=(self._tasks, self._results), daemon=True,
-                                     name="parity-report-artifacts")
-            self._proc.start()
-
-    @property
-    def background(self) -> bool:
-        return self._proc is not None
-
-    def submit(self, job: CaseJob) -> float:
-        """Queue a job (background process idle) or run it here; returns this process's seconds."""
-        t0 = time.perf_counter()
-        if self._proc is not None:
-            self._collect(block=False)
-        if self._proc is not None and not self._pending:
-            self._tasks.put(job)
-            self._pending.append(job.key)
-            self.queued += 1
-        else:
-            try:
-                self._done[job.key] = write_case(job)
-            except OSError as exc:
-                raise ArtifactError(f"case {job.key}: cannot write its files: {exc}") from None
-            self.inline += 1
-        dt = time.perf_counter() - t0
-        self.handoff_s += dt
-        return dt
-
-    @contextlib.contextmanager
-    def paused(self) -> Iterator[None]:
-        """Stop the background process for the duration (no-op inline or without SIGSTOP)."""
-        if self._proc is None or not _CAN_PAUSE or not self._proc.is_alive():
-            yield
-            return
-        t0 = time.perf_counter()
-        os.kill(self._proc.pid, signal.SIGSTOP)
-        try:
-            yield
-        finally:
-            os.kill(self._proc.pid, signal.SIGCONT)
-            self.paused_s += time.perf_counter() - t0
-
-    def _collect(self, block: bool) -> None:
-        """Take finished results off the queue (all pending ones when ``block``)."""
-        while self._pending:
-            try:
-                key, error, result = self._results.get(timeout=1.0) if block else self._results.get_nowait()
-            except queue.Empty:
-                if not block:
-                    return
-                if not self._proc.is_alive():
-                    raise ArtifactError(f"the process writing figures and captures died (exit "
-                                        f"{self._proc.exitcode}) before case {self._pending[0]}") from None
-                continue
-            self._pending.remove(key)
-            if error is not None:
-                raise ArtifactError(f"case {key}: cannot write its files: {error}")
-            self._done[key] = result
-
-    def results(self) -> Dict[str, Dict[str, Any]]:
-        """Wait for every job; raises ArtifactError for a job that failed (or a dead process)."""
-        t0 = time.perf_counter()
-        try:
-            if self._proc is not None:
-                self._collect(block=True)
-        finally:
-            self.drain_s += time.perf_counter() - t0
-        return self._done
-
-    def close(self, cancel: bool = False) -> None:
-        if self._proc is None:
-            return
-        if cancel:
-            self._proc.terminate()
-        else:
-            self._tasks.put(None)
-        self._proc.join(timeout=30)
-        if self._proc.is_alive():
-            self._proc.kill()
-        for q in (self._tasks, self._results):
-            q.close()
-            q.cancel_join_thread()
-        self._proc = None

@@ -106,45 +106,41 @@ def tolerance_block(plan) -> Dict[str, Any]:
     })
 
 
-def timing_block(records: Sequence[CaseRecord], wall_s: float, clock: str, setup_s: float, sink) -> Dict[str, Any]:
+def timing_block(records: Sequence[CaseRecord], wall_s: float, clock: str, setup_s: float) -> Dict[str, Any]:
     """Where the wall time went.
 
     ``backend_s``: the backends' own work (framework import, model build, forward passes,
     teacher-forced stages); ``harness_s``: the rest (start-up, inputs, moving jobs and captures
-    between processes (``isolation_s``), compare, figures and captures not hidden behind the
-    backends, JSON and HTML).
+    between processes (``isolation_s``), compare, figures, captures, JSON and HTML).
     """
     def total(key: str) -> float:
         return float(sum(r.timings.get(key, 0.0) for r in records))
 
     forward = total("forward_s")
     backend = forward + total("import_s") + total("build_s") + total("local_s")
-    isolation = total("other_s")
     wall = max(wall_s, 1e-9)
+    cases_s = total("total_s")
     return {
-        "clock": clock, "wall_s": wall_s, "setup_s": setup_s,
+        "clock": clock, "wall_s": wall_s, "setup_s": setup_s, "cases_s": cases_s,
+        "finish_s": max(wall_s - setup_s - cases_s, 0.0),
         "forward_s": forward, "reference_forward_s": total("reference_forward_s"),
         "port_forward_s": total("port_forward_s"),
         "backend_s": backend, "import_s": total("import_s"), "build_s": total("build_s"), "local_s": total("local_s"),
-        "isolation_s": isolation,
-        "prepare_s": total("prepare_s"), "compare_s": total("compare_s"), "load_s": total("load_s"),
-        "figures_s": total("figures_s"), "write_s": total("write_s"),
-        "background": sink.background, "background_jobs": sink.queued, "inline_jobs": sink.inline,
-        "handoff_s": sink.handoff_s, "drain_s": sink.drain_s, "paused_s": sink.paused_s,
+        "isolation_s": total("other_s"), "prepare_s": total("prepare_s"), "compare_s": total("compare_s"),
+        "load_s": total("load_s"), "figures_s": total("figures_s"), "write_s": total("write_s"),
         "outside_forward_s": wall_s - forward, "outside_forward_fraction": (wall_s - forward) / wall,
         "harness_s": wall_s - backend, "harness_fraction": (wall_s - backend) / wall,
         "definitions": {
+            "wall_s": "from the start of the process (CLI) or of build_report until the report was assembled "
+                      "(writing index.html and this file is not included)",
             "forward_s": "both backends' forward passes (parity.adapters.base.execute 'forward_s')",
             "backend_s": "forward + framework import + model build + teacher-forced local stages",
             "isolation_s": "moving jobs and captures between processes (parity.run isolation; part of harness_s)",
             "harness_s": "wall_s - backend_s: everything but the backends' own work (start-up, inputs, job "
-                         "transport, compare, figures and captures not hidden behind the backends, JSON/HTML)",
-            "figures_s/write_s": "CPU seconds drawing figures and writing capture files, in the background "
-                                 "process during the next case's reference run (background_jobs; paused_s: "
-                                 "stopped while the port ran; drain_s: waited for at the end) or here "
-                                 "(inline_jobs)",
-            "handoff_s": "seconds this process spent on figures and captures: queuing a job, or the job itself "
-                         "when it ran inline",
+                         "transport, compare, figures, captures, JSON)",
+            "figures_s/write_s": "drawing a case's figures / compressing and writing its capture files, in a "
+                                 "thread while the next case runs (not part of the cases' total_s)",
+            "finish_s": "after the last case: the last files (files_wait_s), heat map, analysis JSON, document",
         },
     }
 

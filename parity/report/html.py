@@ -3,7 +3,7 @@ report document. Links are relative, so the hub can be moved or archived as a wh
 from __future__ import annotations
 
 import html
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, List, Mapping, Optional, Sequence
 from urllib.parse import quote
 
 from parity.messages import fmt
@@ -180,7 +180,7 @@ def render(doc: Mapping[str, Any]) -> str:
                    f"then {_e(r.get('verdict'))}) under new tolerances; no model was run.</p>")
     timing = {k: (fmt(t[k]) if isinstance(t.get(k), (int, float)) and not isinstance(t[k], bool) else t.get(k)) for k in
               ("clock", "wall_s", "setup_s", "forward_s", "backend_s", "isolation_s", "compare_s", "harness_s",
-               "harness_fraction", "outside_forward_fraction", "figures_s", "write_s", "drain_s", "background") if k in t}
+               "harness_fraction", "outside_forward_fraction", "figures_s", "write_s", "finish_s") if k in t}
     summary_img = (f'<p><a href="{_href(files["summary"])}"><img src="{_href(files["summary"])}" '
                    f'alt="summary heat map"></a></p>') if files.get("summary") in doc.get("artifacts", []) else ""
     prov_main = {k: prov.get(k) for k in ("python", "numpy", "tensorflow", "keras", "torch", "cuda", "os", "cpu",

@@ -40,8 +40,8 @@ class ReportOptions:
     tolerances: TOML file (None: parity/tolerances.toml); tolerance_mode: table | noise_floor
     (None: each case's own mode); isolation: inprocess | workers | subprocess (None: workers);
     baseline: an earlier hub to compare errors with; recheck: a hub whose captures are
-    re-compared instead of running the models; figures: write PNGs; background: write figures and
-    captures in a background process while the next case runs (with isolation "workers").
+    re-compared instead of running the models; figures: write PNGs; background: write each
+    case's files in a thread while the next case runs (False: right after it, in this thread).
     """
 
     hub: Optional[Path] = None

@@ -117,11 +117,9 @@ class Canvas:
             self.draw.polygon(pts, fill=fill, outline=edge, width=w)
 
     def png(self) -> bytes:
-        from PIL import Image
-
-        img = self.img if self.s == 1 else self.img.resize((self.w, self.h), Image.LANCZOS)
+        img = self.img if self.s == 1 else self.img.reduce(self.s)  # box filter: fast, smooth at 2x
         buf = io.BytesIO()
-        img.save(buf, format="PNG", compress_level=3)
+        img.save(buf, format="PNG", compress_level=1)  # ~3x faster to encode than the default 6
         return buf.getvalue()
 
     def save(self, path: Path) -> None:
@@ -134,7 +132,8 @@ def nice_ticks(lo: float, hi: float, n: int = 6) -> List[float]:
 
     if not hi > lo:
         return [lo]
-    return [float(t) for t in MaxNLocator(nbins=n).tick_values(lo, hi) if lo - 1e-12 * abs(lo) <= t <= hi + 1e-12 * abs(hi)]
+    slack = 1e-12 * max(abs(lo), abs(hi))
+    return [float(t) for t in MaxNLocator(nbins=n).tick_values(lo, hi) if lo - slack <= t <= hi + slack]
 
 
 class Plot:

@@ -1,4 +1,4 @@
-"""Run (or recheck) every case of a plan: CaseRecords, with captures and figures handed to a sink.
+"""Run (or recheck) every case of a plan: CaseRecords, each case's captures and figures written.
 
 ``run_cases`` calls :func:`parity.run.run_case` for every (device, case) pair; a case that
 raises is recorded as failed with its error (the others still run). ``recheck_cases`` loads
@@ -24,7 +24,7 @@ from parity.compare import CaseResult, compare
 from parity.tolerances import noise_floor_tolerances
 
 from . import hub as hub_mod
-from .artifacts import ArtifactSink, CaseJob
+from .artifacts import ArtifactWriter, CaseJob
 from .figures import figure_stages
 from .options import Plan
 
@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int, Any], None]
 
 #: Per-case timing keys, in the order they are shown.
-TIMING_KEYS = ("prepare_s", "import_s", "build_s", "forward_s", "local_s", "load_s", "compare_s", "handoff_s",
-               "figures_s", "write_s", "other_s", "total_s")
+TIMING_KEYS = ("prepare_s", "import_s", "build_s", "forward_s", "local_s", "load_s", "compare_s", "figures_s",
+               "write_s", "other_s", "total_s")
 
 
 @dataclass
@@ -55,6 +55,7 @@ class CaseRecord:
     captures: Dict[str, str] = field(default_factory=dict)  # role -> relative path
     figures: Dict[str, Any] = field(default_factory=dict)
     figure_errors: List[str] = field(default_factory=list)
+    files: List[str] = field(default_factory=list)  # hub-relative files written for this case
 
     @property
     def verdict(self) -> str:
@@ -88,57 +89,66 @@ def _job(plan: Plan, rec: CaseRecord, captures: Dict[str, Capture], copy: Dict[s
                    labels=_labels(rec))
 
 
-def run_cases(plan: Plan, sink: ArtifactSink, progress: Optional[Progress] = None,
-              deferred: Optional[List[threading.Thread]] = None) -> List[CaseRecord]:
+def run_cases(plan: Plan, progress: Optional[Progress] = None,
+              timings: Optional[Dict[str, float]] = None) -> List[CaseRecord]:
     """Run every case on every available device (device-major order).
 
     With ``isolation="workers"`` one long-lived worker process per backend serves every case
     (parity.adapters.worker.WorkerPool): each framework is imported once and the two thread
-    pools never share a process. Shutting the workers down takes seconds (interpreter and
-    framework teardown); given a ``deferred`` list, it happens in a thread appended there, for
-    the caller to join once the report is written.
+    pools never share a process. After the last case the job folder is removed (every result
+    has been read; the workers' open logs are merely unlinked) and the workers are told to stop
+    in a daemon thread: their teardown (seconds for TensorFlow) does not hold up the report,
+    and they exit on their own at end of input when this process exits.
+
+    Each case's captures and figures are written by an ArtifactWriter thread while the next
+    case runs; this returns once they are all written (``timings["files_wait_s"]``: how long
+    that took after the last case).
     """
-    if plan.isolation != "workers":
-        return _run_cases(plan, sink, progress, None)
+    writer = ArtifactWriter(background=plan.options.background)
+    try:
+        if plan.isolation != "workers":
+            records = _run_cases(plan, progress, None, writer)
+        else:
+            records = _run_pooled(plan, progress, writer)
+        _collect(records, writer, timings)
+    except BaseException:
+        writer.close(cancel=True)
+        raise
+    writer.close()
+    return records
+
+
+def _collect(records: List[CaseRecord], writer: ArtifactWriter, timings: Optional[Dict[str, float]]) -> None:
+    """Wait for the writer and put each case's files, figures and timings on its record."""
+    results = writer.wait()
+    for r in records:
+        res = results.get(r.key)
+        if res is not None:
+            r.figures, r.figure_errors, r.files = res["figures"], res["errors"], res["files"]
+            r.timings.update(res["timings"])
+    if timings is not None:
+        timings["files_wait_s"] = writer.wait_s
+
+
+def _run_pooled(plan: Plan, progress: Optional[Progress], writer: ArtifactWriter) -> List[CaseRecord]:
     from parity.adapters.worker import WorkerPool
 
     tmp = Path(tempfile.mkdtemp(prefix="parity-report-workers-"))
     pool = WorkerPool(tmp)
-
-    def shutdown() -> None:
+    try:
+        records = _run_cases(plan, progress, pool, writer)
+    except BaseException:
         try:
             pool.close()
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-
-    try:
-        records = _run_cases(plan, sink, progress, _GatedPool(pool, sink))
-    except BaseException:
-        shutdown()
         raise
-    if deferred is None:
-        shutdown()
-    else:
-        thread = threading.Thread(target=shutdown, name="parity-report-worker-shutdown")
-        thread.start()
-        deferred.append(thread)
+    shutil.rmtree(tmp, ignore_errors=True)
+    threading.Thread(target=pool.close, name="parity-report-worker-shutdown", daemon=True).start()
     return records
 
 
-class _GatedPool:
-    """The worker pool, pausing the background figure process while the port (PyTorch) runs."""
-
-    def __init__(self, pool, sink: ArtifactSink):
-        self.pool, self.sink = pool, sink
-
-    def run(self, job):
-        if job.backend == run_mod.PORT:
-            with self.sink.paused():
-                return self.pool.run(job)
-        return self.pool.run(job)
-
-
-def _run_cases(plan: Plan, sink: ArtifactSink, progress: Optional[Progress], pool) -> List[CaseRecord]:
+def _run_cases(plan: Plan, progress: Optional[Progress], pool, writer: ArtifactWriter) -> List[CaseRecord]:
     progress = progress or (lambda *a: None)
     pairs = [(dev, case) for dev in plan.available_devices for case in plan.cases]
     records: List[CaseRecord] = []
@@ -148,8 +158,7 @@ def _run_cases(plan: Plan, sink: ArtifactSink, progress: Optional[Progress], poo
         rec, captures = _run_one(plan, case, device, key, pool)
         if rec.result is not None:
             rec.captures = _capture_paths(key, captures)
-            rec.timings["handoff_s"] = sink.submit(_job(plan, rec, captures, {}, patch_grids=i == 0))
-            rec.timings["total_s"] += rec.timings["handoff_s"]
+            rec.timings["total_s"] += writer.submit(_job(plan, rec, captures, {}, patch_grids=i == 0))
         records.append(rec)
         progress("done", i, len(pairs), rec)
     return records
@@ -195,8 +204,21 @@ def _run_one(plan: Plan, case: Case, device: str, key: str, pool) -> Tuple[CaseR
 
 
 # --------------------------------------------------------------------------- recheck
-def recheck_cases(plan: Plan, sink: ArtifactSink, progress: Optional[Progress] = None) -> List[CaseRecord]:
+def recheck_cases(plan: Plan, progress: Optional[Progress] = None,
+                  timings: Optional[Dict[str, float]] = None) -> List[CaseRecord]:
     """Compare the stored captures of ``plan.source`` again under the plan's tolerances."""
+    writer = ArtifactWriter(background=plan.options.background)
+    try:
+        records = _recheck_cases(plan, progress, writer)
+        _collect(records, writer, timings)
+    except BaseException:
+        writer.close(cancel=True)
+        raise
+    writer.close()
+    return records
+
+
+def _recheck_cases(plan: Plan, progress: Optional[Progress], writer: ArtifactWriter) -> List[CaseRecord]:
     progress = progress or (lambda *a: None)
     records: List[CaseRecord] = []
     n = len(plan.source_cases)
@@ -236,9 +258,8 @@ def recheck_cases(plan: Plan, sink: ArtifactSink, progress: Optional[Progress] =
         figs = {"reference": reference, "port": loaded["port"]}
         copy = {role: str(p) for role, p in sc.files.items()}  # linked (or, in place, only listed)
         rec.captures = _capture_paths(key, sc.files)
-        rec.timings = {"load_s": load_s, "compare_s": compare_s}
-        rec.timings["handoff_s"] = sink.submit(_job(plan, rec, figs, copy, patch_grids=i == 0))
-        rec.timings["total_s"] = time.perf_counter() - t0
+        rec.timings = {"load_s": load_s, "compare_s": compare_s, "total_s": time.perf_counter() - t0}
+        rec.timings["total_s"] += writer.submit(_job(plan, rec, figs, copy, patch_grids=i == 0))
         records.append(rec)
         progress("done", i, n, rec)
     return records

@@ -3,7 +3,7 @@ interruption, figures, the page and --help.
 
 One hub is generated per session (``--case n64_g1 --devices cpu,cuda --junit``, with the figure
 worker) and reused; the other tests recheck it (no model runs) or run one small case with
-``--no-background --no-figures``.
+``--no-figures``.
 """
 from __future__ import annotations
 
@@ -109,7 +109,8 @@ def test_case_entry_contract(session_hub):
     for st in case["stages"]:
         assert fields <= set(st)
     t = case["timings"]
-    for k in ("prepare_s", "import_s", "build_s", "forward_s", "compare_s", "figures_s", "write_s", "total_s"):
+    for k in ("prepare_s", "import_s", "build_s", "forward_s", "local_s", "compare_s", "figures_s", "write_s",
+              "other_s", "total_s"):
         assert k in t
     top = doc["timings"]
     assert 0 < top["forward_s"] < top["wall_s"] and 0 <= top["harness_fraction"] < 1
@@ -310,7 +311,7 @@ def _verdicts(doc):
 def test_recheck_reproduces_the_verdicts_without_models(session_hub, tmp_path, monkeypatch):
     _no_models(monkeypatch)
     out = tmp_path / "rechecked"
-    assert main(["--recheck", str(session_hub["root"]), "--hub", str(out), "--no-background"]) == 0
+    assert main(["--recheck", str(session_hub["root"]), "--hub", str(out)]) == 0
     doc = json.loads((out / hub_mod.REPORT_JSON).read_text())
     assert doc["mode"] == "recheck" and doc["recheck_of"]["hub"] == str(session_hub["root"])
     assert _verdicts(doc) == _verdicts(session_hub["doc"])
@@ -325,7 +326,7 @@ def test_recheck_with_tight_tolerances_fails(session_hub, tmp_path, tight_toml, 
     before = _snapshot(session_hub["root"])
     out = tmp_path / "tight"
     code = main(["--recheck", str(session_hub["root"]), "--hub", str(out), "--tolerances", str(tight_toml),
-                 "--no-background", "--no-figures"])
+                 "--no-figures"])
     assert code == 1
     doc = json.loads((out / hub_mod.REPORT_JSON).read_text())
     case = doc["cases"][0]
@@ -338,14 +339,13 @@ def test_recheck_in_place_needs_force_and_keeps_captures(session_hub, tmp_path, 
     _no_models(monkeypatch)
     copy = tmp_path / "copy"
     shutil.copytree(session_hub["root"], copy)
-    assert main(["--recheck", str(copy), "--hub", str(copy), "--no-background"]) == 2
-    assert main(["--recheck", str(copy), "--hub", str(copy), "--force", "--tolerances", str(tight_toml),
-                 "--no-background"]) == 1
+    assert main(["--recheck", str(copy), "--hub", str(copy)]) == 2
+    assert main(["--recheck", str(copy), "--hub", str(copy), "--force", "--tolerances", str(tight_toml)]) == 1
     doc = json.loads((copy / hub_mod.REPORT_JSON).read_text())
     assert doc["verdict"] == "fail" and (copy / f"captures/{CASE}/tf.npz").is_file()
     assert (copy / "plans" / "plan.md").read_text() == "my plan\n"
     # and back: the same captures under the default table pass again
-    assert main(["--recheck", str(copy), "--hub", str(copy), "--force", "--no-background", "--no-figures"]) == 0
+    assert main(["--recheck", str(copy), "--hub", str(copy), "--force", "--no-figures"]) == 0
 
 
 # --------------------------------------------------------------------------- drift
@@ -366,7 +366,7 @@ def test_baseline_drift_is_flagged(session_hub, tmp_path, monkeypatch):
     (bdir / hub_mod.REPORT_JSON).write_text(json.dumps(base))
     out = tmp_path / "drift"
     junit = tmp_path / "drift.xml"
-    code = main(["--recheck", str(session_hub["root"]), "--hub", str(out), "--baseline", str(bdir), "--no-background",
+    code = main(["--recheck", str(session_hub["root"]), "--hub", str(out), "--baseline", str(bdir),
                  "--no-figures", "--junit", str(junit)])
     assert code == 1
     doc = json.loads((out / hub_mod.REPORT_JSON).read_text())
@@ -379,14 +379,14 @@ def test_baseline_drift_is_flagged(session_hub, tmp_path, monkeypatch):
     # a larger factor lets it pass
     out2 = tmp_path / "drift2"
     assert main(["--recheck", str(session_hub["root"]), "--hub", str(out2), "--baseline", str(bdir),
-                 "--drift-factor", "1e6", "--no-background", "--no-figures"]) == 0
+                 "--drift-factor", "1e6", "--no-figures"]) == 0
 
 
 def test_same_run_as_baseline_has_no_drift(session_hub, tmp_path, monkeypatch):
     _no_models(monkeypatch)
     out = tmp_path / "nodrift"
     assert main(["--recheck", str(session_hub["root"]), "--hub", str(out), "--baseline", str(session_hub["root"]),
-                 "--no-background", "--no-figures"]) == 0
+                 "--no-figures"]) == 0
     doc = json.loads((out / hub_mod.REPORT_JSON).read_text())
     assert doc["drift"]["n_flagged"] == 0 and doc["drift"]["cases"][0]["status"] == "compared"
 
@@ -394,7 +394,7 @@ def test_same_run_as_baseline_has_no_drift(session_hub, tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- exit codes from real runs
 def test_tight_tolerances_exit_1(tmp_path, tight_toml, capsys):
     out = tmp_path / "tight_run"
-    assert main(["--case", CASE, "--hub", str(out), "--tolerances", str(tight_toml), "--no-background",
+    assert main(["--case", CASE, "--hub", str(out), "--tolerances", str(tight_toml),
                  "--no-figures", "-q"]) == 1
     doc = json.loads((out / hub_mod.REPORT_JSON).read_text())
     assert doc["verdict"] == "fail" and doc["tolerances"]["path"] == str(tight_toml)
@@ -407,7 +407,7 @@ def test_injected_fault_exit_1_and_localised(tmp_path, monkeypatch):
     real = physics.far_field_amplitude
     monkeypatch.setattr(physics, "far_field_amplitude", lambda psi: real(psi) * 1.001)
     out = tmp_path / "fault"
-    assert main(["--case", CASE, "--hub", str(out), "--isolation", "inprocess", "--no-background",
+    assert main(["--case", CASE, "--hub", str(out), "--isolation", "inprocess",
                  "--no-figures"]) == 1
     case = json.loads((out / hub_mod.REPORT_JSON).read_text())["cases"][0]
     assert case["first_divergent_stage"] == "far_field_amp" and case["root_cause_stage"] == "far_field_amp"
@@ -423,7 +423,7 @@ def test_crashing_case_fails_but_the_report_is_written(tmp_path, monkeypatch):
 
     monkeypatch.setattr(run, "run_case", crash)
     out = tmp_path / "crash"
-    assert main(["--case", CASE, "--hub", str(out), "--no-background"]) == 1
+    assert main(["--case", CASE, "--hub", str(out)]) == 1
     doc = json.loads((out / hub_mod.REPORT_JSON).read_text())
     case = doc["cases"][0]
     assert case["verdict"] == "fail" and "backend exploded" in case["error"] and case["stages"] == []
@@ -444,7 +444,7 @@ def test_interrupted_run_leaves_no_verdict(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(run, "execute", interrupt_port)
     out = tmp_path / "interrupted"
-    assert main(["--case", CASE, "--hub", str(out), "--isolation", "inprocess", "--no-background"]) == 130
+    assert main(["--case", CASE, "--hub", str(out), "--isolation", "inprocess"]) == 130
     assert "no parity_report.json" in capsys.readouterr().err
     assert not (out / hub_mod.REPORT_JSON).exists()
     assert (out / hub_mod.RUNNING).exists()
@@ -461,6 +461,6 @@ def test_interrupted_forced_run_removes_the_old_verdict_first(session_hub, tmp_p
         raise KeyboardInterrupt
 
     monkeypatch.setattr(run, "run_case", interrupt)
-    assert main(["--case", CASE, "--hub", str(copy), "--force", "--no-background"]) == 130
+    assert main(["--case", CASE, "--hub", str(copy), "--force"]) == 130
     assert not (copy / hub_mod.REPORT_JSON).exists()
     assert (copy / "plans" / "plan.md").is_file() and (copy / "analysis" / "artifact_inventory.txt").is_file()
