@@ -108,6 +108,23 @@ def _config(plan: Plan, records: List[CaseRecord]) -> Dict[str, Any]:
     }
 
 
+def _device_matrix(plan: Plan) -> Optional[Dict[str, Any]]:
+    """With a device besides the CPU in --devices: the device matrix of the plan's first case
+    (parity.matrix: each backend on each device vs its own CPU float64 and float32 runs, the
+    port on the GPU vs the reference on the CPU). Unavailable devices appear with the reason."""
+    if plan.mode != "run" or all(d.device == "cpu" for d in plan.devices) or not plan.cases:
+        return None
+    from parity.matrix import run_matrix
+
+    case = plan.cases[0]
+    t0 = time.perf_counter()
+    result = run_matrix(case, [d.device for d in plan.devices], tolerances=plan.tolerance_path,
+                        isolation="inprocess" if plan.isolation == "inprocess" else "workers")
+    out = result.to_dict()
+    out["time_s"] = time.perf_counter() - t0
+    return out
+
+
 def _finish(plan: Plan, records: List[CaseRecord], created: str, t_start: float, clock: str,
             setup_s: float, run_timings: Dict[str, float]) -> Dict[str, Any]:
     from . import html, junit, provenance, schema
@@ -136,6 +153,11 @@ def _finish(plan: Plan, records: List[CaseRecord], created: str, t_start: float,
         drift = compare_to_baseline(cases, plan.baseline, o.drift_factor, str(o.baseline))
     devices = D.device_entries(plan.devices, cases)
     verdicts = D.verdicts(cases, drift)
+    matrix = _device_matrix(plan)
+    if matrix is not None and matrix["verdict"] != "pass":
+        verdicts["verdict"] = "fail"
+        verdicts["verdict_reasons"] = list(verdicts.get("verdict_reasons", [])) + [
+            f"device matrix of {matrix['case']}: a device disagrees with its CPU reference"]
     if plan.mode == "recheck":
         prov_cases = [case_registry.CASES[r.name] for r in records if r.name in case_registry.CASES]
     else:
@@ -167,7 +189,7 @@ def _finish(plan: Plan, records: List[CaseRecord], created: str, t_start: float,
         "hub": str(hub.root),
         "summary": D.summary_counts(cases, devices, drift),
         "provenance": prov, "config": config, "tolerances": D.tolerance_block(plan),
-        "devices": devices, "cases": cases, "drift": drift,
+        "devices": devices, "device_matrix": matrix, "cases": cases, "drift": drift,
         "timings": {**D.timing_block(records, wall, clock, setup_s), **run_timings},
         "files": D.fixed_files(str(o.junit) if o.junit else None),
     }

@@ -151,6 +151,27 @@ def _drift(drift: Optional[Mapping[str, Any]]) -> str:
     return head + table + (f"<ul class='small'>{status}</ul>" if status else "")
 
 
+def _device_matrix(m: Optional[Mapping[str, Any]]) -> str:
+    """Device matrix section: one row per comparison (or unavailable device)."""
+    if not m:
+        return ""
+    rows = []
+    for e in m.get("entries", []):
+        stages = e.get("stages") or []
+        worst = max(stages, key=lambda s: (s.get("margin") or 0) if isinstance(s.get("margin"), (int, float)) else 0,
+                    default=None)
+        ulp = max((s.get("ulp_max") or 0 for s in stages if isinstance(s.get("ulp_max"), (int, float))), default=None)
+        rows.append(
+            f"<tr><td>{_e(e['candidate'])}</td><td>{_e(e.get('reference') or '-')}</td><td>{_e(e['status'])}</td>"
+            f"<td>{_e(e['verdict'])}</td><td>{_e(worst['name'] + ' ' + fmt(worst.get('margin'))) if worst else '-'}</td>"
+            f"<td>{_e(fmt(worst.get('rel_max'))) if worst else '-'}</td><td>{_e(fmt(ulp)) if ulp is not None else '-'}</td>"
+            f"<td>{_e(e.get('reason') or '')}</td></tr>")
+    return (f"<h2>Device matrix ({_e(m.get('case'))}): {_e(str(m.get('verdict')).upper())}</h2>"
+            "<table><tr><th>candidate</th><th>compared with</th><th>status</th><th>verdict</th>"
+            "<th>worst stage (error/tolerance)</th><th>its stage-relative error</th><th>max ULPs</th><th>reason</th></tr>"
+            + "".join(rows) + "</table>")
+
+
 def render(doc: Mapping[str, Any]) -> str:
     """The page for a report document (parity.report.document)."""
     v = doc["verdict"]
@@ -196,6 +217,7 @@ def render(doc: Mapping[str, Any]) -> str:
 ({_e(doc['tolerances'].get('path'))}); command <code>{_e(prov.get('command'))}</code></p>
 <p>Devices:</p><ul>{devices}</ul>
 <p>{' | '.join(l for l in links if l)}</p>
+{_device_matrix(doc.get('device_matrix'))}
 <h2>Cases x stages</h2>
 {_case_table(doc.get('cases', []))}
 {summary_img}
