@@ -47,7 +47,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         argv, extra = argv[:i], argv[i + 1 :]
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reports", type=Path, default=ROOT / "reports", help="folder holding the nightly hubs")
-    ap.add_argument("--suite", default="nightly", choices=["default", "nightly"])
+    ap.add_argument("--suite", default="nightly", choices=["default", "nightly", "adversarial"])
     ap.add_argument("--baseline", default="auto", help="a hub, 'auto' (last green nightly hub) or 'none'")
     ap.add_argument("--hub", type=Path, default=None, help="hub folder (default REPORTS/nightly-<UTC time>)")
     ap.add_argument("--skip-pytest", action="store_true", help="run only the report step")

@@ -39,7 +39,7 @@ LOG_MARGIN_RANGE = (-4.0, 2.0)
 
 UNITS = {
     "input_scaled": "Xs / s (a.u.)", "latent": "activation (a.u.)", "amp": "amplitude (a.u.)",
-    "phase": "rad", "object_patches": "|O| (a.u.)", "canvas": "|O| (a.u.)", "trimmed_object": "|O| (a.u.)",
+    "phase": "phase (rad)", "object_patches": "|O| (a.u.)", "canvas": "|O| (a.u.)", "trimmed_object": "|O| (a.u.)",
     "extracted_patches": "|O| (a.u.)", "probe": "|P| (a.u.)", "exit_wave": "|psi| (a.u.)",
     "far_field_amp": "amplitude (a.u.)", "pred_amp": "amplitude (sqrt photons)", "pred_intensity": "photons",
 }
