@@ -2,7 +2,7 @@
 
 Each backend runs in its own long-lived worker process (:class:`benchmarks.pool.BenchPool`) with
 the same pinned thread count; the two workers take turns case by case (never at the same time),
-so both see similar machine load. Every case runs in float32 (the brief's setting; the default
+so both see similar machine load. Every case runs in float32 (the harness's setting; the default
 suite's two float64 cases are run in float32 too). The first pass is the cold one (TensorFlow
 traces its graph there), ``warmup`` more passes are discarded, then ``repeats`` passes are timed.
 """

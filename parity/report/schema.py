@@ -1,7 +1,7 @@
 """JSON Schema (draft 2020-12) of parity_report.json, written beside it as parity_report.schema.json.
 
 The schema pins what later checks and the nightly gate read: the top-level verdict, provenance,
-tolerances, devices, timings, and per case and stage the fields listed in the issue. Objects
+tolerances, devices, timings, and per case and stage the fields of the report contract. Objects
 accept additional properties, so a new field is not a breaking change; removing or retyping a
 listed field is, and needs ``SCHEMA_VERSION`` bumped. Validation happens in the tests
 (jsonschema is a test dependency, not a runtime one).
