@@ -47,7 +47,7 @@ def case_row(name: str, per_backend: Dict[str, Dict[str, Any]]) -> Dict[str, Any
 
 
 def run(case_names: Optional[Sequence[str]] = None, *, threads: int, repeats: int = 5, warmup: int = 1,
-        workdir: Optional[Path] = None, omp_passive: bool = False, log=print) -> Dict[str, Any]:
+        workdir: Optional[Path] = None, omp_passive: bool = True, log=print) -> Dict[str, Any]:
     names = list(case_names) if case_names else [c.name for c in case_registry.suite("default")]
     rows: List[Dict[str, Any]] = []
     with Section("forward") as sec, tempfile.TemporaryDirectory(prefix="fwd-", dir=workdir) as tmp, \

@@ -21,7 +21,7 @@ from .common import ROOT, child_env
 
 
 class BenchPool:
-    def __init__(self, root: Path, threads: int, omp_passive: bool = False):
+    def __init__(self, root: Path, threads: int, omp_passive: bool = True):
         """``omp_passive``: start the workers with OMP_WAIT_POLICY=PASSIVE (idle OpenMP threads
         sleep instead of spinning; see benchmarks/README.md)."""
         self.root = Path(root)

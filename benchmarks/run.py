@@ -36,8 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(intra-op = inter-op threads of both backends' workers; default: CPU count,1)")
     p.add_argument("--scaling-threads", type=int, default=1,
                    help="threads of both backends' workers in the scaling section (default 1: load-robust)")
-    p.add_argument("--omp-passive", action="store_true",
-                   help="start the benchmark workers with OMP_WAIT_POLICY=PASSIVE (not the harness's default)")
+    p.add_argument("--omp-spin", dest="omp_passive", action="store_false",
+                   help="start the benchmark workers WITHOUT OMP_WAIT_POLICY=PASSIVE (the harness's workers set "
+                        "it; see parity.adapters.worker.worker_env)")
     p.add_argument("--report-runs", type=int, default=None, help="cold runs of parity.report (default 2; quick 1)")
     p.add_argument("--report-args", default=None,
                    help="extra arguments for parity.report, one string (default: none = the default suite; "

@@ -118,7 +118,7 @@ def run_point(pool, N: int, B: int, repeats: int, warmup: int, on_harness_done=N
 
 
 def child_main(points: Sequence[Tuple[int, int]], threads: int, repeats: int, warmup: int, workdir: Path,
-               omp_passive: bool = False) -> int:
+               omp_passive: bool = True) -> int:
     from .pool import BenchPool
 
     out = sys.stdout
@@ -170,12 +170,12 @@ class _Sampler:
 
 
 def run(points: Sequence[Tuple[int, int]] = DEFAULT_POINTS, *, threads: int, repeats: int = 3, warmup: int = 0,
-        workdir: Optional[Path] = None, timeout: float = 900, omp_passive: bool = False, log=print) -> Dict[str, Any]:
+        workdir: Optional[Path] = None, timeout: float = 900, omp_passive: bool = True, log=print) -> Dict[str, Any]:
     results: List[Dict[str, Any]] = []
     with Section("scaling") as sec, tempfile.TemporaryDirectory(prefix="scaling-", dir=workdir) as tmp:
         cmd = [sys.executable, "-m", "benchmarks.scaling", "--child", "--points",
                ";".join(f"{n},{b}" for n, b in points), "--threads", str(threads), "--repeats", str(repeats),
-               "--warmup", str(warmup), "--workdir", tmp] + (["--omp-passive"] if omp_passive else [])
+               "--warmup", str(warmup), "--workdir", tmp] + ([] if omp_passive else ["--omp-spin"])
         err_path = Path(tmp) / "child.err"
         with open(err_path, "w") as err:
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, cwd=str(ROOT),
@@ -287,7 +287,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup", type=int, default=0)
     p.add_argument("--workdir", type=Path, default=None)
-    p.add_argument("--omp-passive", action="store_true")
+    p.add_argument("--omp-spin", dest="omp_passive", action="store_false",
+                   help="workers without OMP_WAIT_POLICY=PASSIVE (the harness's workers set it)")
     a = p.parse_args(argv)
     if a.child:
         return child_main(a.points, a.threads, a.repeats, a.warmup, a.workdir, a.omp_passive)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
+
+from .atomic import write_atomic
 
 from parity.stages import BATCH_INPUTS, BY_NAME, STAGE_NAMES
 
@@ -85,19 +86,7 @@ def save_capture(path: os.PathLike | str, capture: Capture, *, compress: bool = 
         raise CaptureError(f"{path}: metadata cannot be written as JSON: {exc}") from None
     arrays[META_KEY] = np.array(meta_json)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            (np.savez_compressed if compress else np.savez)(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    write_atomic(path, lambda fh: (np.savez_compressed if compress else np.savez)(fh, **arrays))
     return path
 
 

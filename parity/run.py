@@ -109,11 +109,13 @@ def run_case(
                    case=case.name, teacher=teacher, faults=tuple(faults) if backend == PORT else ())
 
     extra: Dict[str, Capture] = {}
+    extra_timings: Dict[str, float] = {}
     noise_floor = tolerance_mode == "noise_floor" and case.dtype == "float32"
     if noise_floor:
         oracle = _execute(job(REFERENCE, "float64"), isolation, workdir, pool)
         ref32 = _execute(job(REFERENCE, "float32"), isolation, workdir, pool)
         extra["reference_float32"] = ref32.capture
+        extra_timings = {f"reference_float32_{k}": v for k, v in ref32.timings.items()}
         reference = oracle
         tol = noise_floor_tolerances(oracle.capture, ref32.capture, k=noise_floor_k)
     else:
@@ -128,6 +130,7 @@ def run_case(
     for side, jr in (("reference", reference), ("port", port)):
         for k, v in jr.timings.items():
             timings[f"{side}_{k}"] = v
+    timings.update(extra_timings)
     result.meta["tolerance_mode"] = "noise_floor" if noise_floor else "table"
     result.meta["isolation"] = isolation
     result.meta["faults"] = list(faults)

@@ -48,7 +48,6 @@ import math
 import multiprocessing
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +57,7 @@ import numpy as np
 
 from . import cases as case_registry
 from . import faults as fault_catalogue
+from .atomic import write_bytes_atomic
 from .capture import Capture
 from .compare import CaseResult, compare
 from .stages import STAGES
@@ -802,19 +802,8 @@ def check_hub(hub: Path, force: bool) -> None:
 
 
 def write_json(path: Path, doc: Mapping[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(to_json(doc), fh, indent=1, allow_nan=False)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    data = (json.dumps(to_json(doc), indent=1, allow_nan=False) + "\n").encode()
+    write_bytes_atomic(path, data)
 
 
 def default_hub() -> Path:

@@ -17,7 +17,6 @@ import logging
 import os
 import platform
 import socket
-import tempfile
 import time
 from pathlib import Path, PurePosixPath
 from typing import Any, Dict, Iterable, List, Optional, Sequence
@@ -25,14 +24,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 log = logging.getLogger(__name__)
 
 
-def _read_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-#: Mode of written files: what open() would give (mkstemp alone makes them private, 0600).
-FILE_MODE = 0o666 & ~_read_umask()
+from parity.atomic import FILE_MODE, write_bytes_atomic  # re-exported for the report modules
 
 REPORT_JSON = "parity_report.json"
 SCHEMA_JSON = "parity_report.schema.json"
@@ -86,27 +78,6 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def write_bytes_atomic(path: Path, data: bytes, sync: bool = True) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``
-    (``sync``: fsync first, so the rename never exposes a file whose data is not on disk)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            if sync:
-                os.fsync(fh.fileno())
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def write_json_atomic(path: Path, obj: Any, indent: Optional[int] = 1) -> None:
