@@ -1,35 +1,31 @@
-"""Run a case through both backends and compare: captures -> CaseResult.
+"""Run one case through a pair and compare: captures -> CaseResult.
 
-``run_case("n64_g2")`` runs the TensorFlow reference, then the PyTorch port with the
-reference's stages as teacher (local error), and compares the two with the tolerance table.
-``tolerance_mode="noise_floor"`` (default: the case's own mode) also runs the reference in float64 and gates the port's
-float32 error against k x the reference's own float32 error (parity.tolerances).
-
-Each backend runs in this process (``isolation="inprocess"``), in one long-lived worker
-process per backend (``"workers"``: imports once, no thread-pool contention between the two
-frameworks; what the report uses) or in a fresh process per job (``"subprocess"``).
-Captures travel between processes as .npz; all three give identical numbers.
+``run_case("n64_g2")`` runs the pair's reference side, then its candidate side teacher-forced
+with the reference's stages (local error), and compares the two with the tolerance table.
+``tolerance_mode="noise_floor"`` (default: the case's own mode) runs the reference side in
+float64 and float32 and gates the candidate's float32 error at k x the reference's own.
+The plan is one :meth:`parity.engine.Plan.add_case`; :class:`parity.engine.Engine` executes
+it in this process (``isolation="inprocess"``), in one long-lived worker per side
+(``"workers"``) or in a fresh process per job (``"subprocess"``): identical numbers.
 """
 from __future__ import annotations
 
 import logging
-import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Union
 
 from . import cases as case_registry
-from .adapters.base import Job, JobResult, execute
 from .capture import Capture
-from .compare import CaseResult, compare
-from .tolerances import NOISE_FLOOR_K, ToleranceTable, load_tolerances, noise_floor_tolerances
+from .compare import CaseResult
+from .engine import ISOLATIONS, TOLERANCE_MODES, Engine, Outcome
+from .pairs import Pair, resolve_pair
+from .pool import DEFAULT_JOB_TIMEOUT
+from .tolerances import NOISE_FLOOR_K, ToleranceTable, load_tolerances
 
 log = logging.getLogger(__name__)
 
-REFERENCE, PORT = "tf", "torch"
-ISOLATIONS = ("inprocess", "workers", "subprocess")
-TOLERANCE_MODES = ("table", "noise_floor")
+__all__ = ["CaseRun", "ISOLATIONS", "TOLERANCE_MODES", "case_run", "run_case"]
 
 
 @dataclass
@@ -38,27 +34,37 @@ class CaseRun:
 
     case: case_registry.Case
     result: CaseResult
-    reference: Capture  # the capture the port was compared against
-    port: Capture
+    reference: Capture  # the capture the candidate was compared against
+    candidate: Capture
     local: Optional[Dict[str, object]] = None
     extra: Dict[str, Capture] = field(default_factory=dict)  # e.g. the float32 reference in noise-floor mode
     timings: Dict[str, float] = field(default_factory=dict)
+
+    @property
+    def port(self) -> Capture:  # the built-in pair's name for the candidate
+        return self.candidate
 
     def __bool__(self) -> bool:
         return bool(self.result)
 
 
-def _execute(job: Job, isolation: str, workdir: Optional[Path], pool=None) -> JobResult:
-    if isolation == "inprocess":
-        return execute(job)
-    if isolation == "workers":
-        return pool.run(job)
-    from .adapters.worker import run_in_subprocess
-
-    if workdir is None:
-        with tempfile.TemporaryDirectory(prefix=f"parity-{job.backend}-") as tmp:
-            return run_in_subprocess(job, Path(tmp))
-    return run_in_subprocess(job, workdir / f"{job.backend}-{job.dtype}-{job.device}")
+def case_run(case, outcome: Outcome) -> CaseRun:
+    """A CaseRun from a decided comparison; raises the failure of a node that did not run."""
+    if outcome.result is None:
+        exc = outcome.exception
+        if exc is not None and not isinstance(exc, Exception):
+            raise exc
+        raise exc if exc is not None else RuntimeError(outcome.error)
+    if outcome.error is not None:  # a crash part-way through a forward pass
+        raise RuntimeError(outcome.error)
+    out = outcome.outputs
+    timings = {"prepare_s": outcome.timings.get("prepare_s", 0.0), "compare_s": outcome.timings.get("compare_s", 0.0)}
+    for role, jr in out.items():
+        for k, v in jr.timings.items():
+            timings[f"{role}_{k}"] = v
+    extra = {role: jr.capture for role, jr in out.items() if role not in ("reference", "candidate")}
+    return CaseRun(case=case, result=outcome.result, reference=out["reference"].capture,
+                   candidate=out["candidate"].capture, local=outcome.local, extra=extra, timings=timings)
 
 
 def run_case(
@@ -71,69 +77,43 @@ def run_case(
     noise_floor_k: float = NOISE_FLOOR_K,
     isolation: str = "inprocess",
     teacher_forcing: bool = True,
-    workdir: Optional[Path] = None,
     pool=None,
+    engine: Optional[Engine] = None,
+    pair: Union[None, str, Pair] = None,
     faults: Sequence[str] = (),
+    job_timeout: Optional[float] = DEFAULT_JOB_TIMEOUT,
 ) -> CaseRun:
-    """Run one case on both backends and compare them stage by stage.
+    """Run one case on both sides of ``pair`` (default ``reference_tf:torch_impl``) and compare
+    them stage by stage.
 
-    ``pool``: a :class:`parity.adapters.worker.WorkerPool` for ``isolation="workers"`` (one
-    is started and closed for this case when none is given). ``faults``: names from
-    :mod:`parity.faults` injected into the port while it runs (self-tests, planted failures).
+    ``engine``: an :class:`parity.engine.Engine` to run on (its pair and isolation win); else
+    one is made for this case (``pool``: a :class:`parity.pool.WorkerPool` it uses). ``faults``:
+    names from :mod:`parity.faults` injected into the candidate while it runs.
     """
-    if isolation == "workers" and pool is None:
-        from .adapters.worker import WorkerPool
-
-        with tempfile.TemporaryDirectory(prefix="parity-workers-") as tmp, WorkerPool(Path(tmp)) as own:
-            return run_case(case, dtype=dtype, device=device, tolerances=tolerances, tolerance_mode=tolerance_mode,
-                            noise_floor_k=noise_floor_k, isolation=isolation, teacher_forcing=teacher_forcing,
-                            workdir=workdir, pool=own, faults=faults)
+    pair = engine.pair if engine is not None else resolve_pair(pair)
     if isinstance(case, str):
-        case = case_registry.get_case(case)
+        case = pair.cases.get_case(case)
     if dtype is not None and dtype != case.dtype:
         case = case.with_(dtype=dtype)
     if isolation not in ISOLATIONS:
         raise ValueError(f"isolation={isolation!r}; expected one of {list(ISOLATIONS)}")
-    tolerance_mode = tolerance_mode or case.tolerance_mode
-    if tolerance_mode not in TOLERANCE_MODES:
+    if tolerance_mode is not None and tolerance_mode not in TOLERANCE_MODES:
         raise ValueError(f"tolerance_mode={tolerance_mode!r}; expected one of {list(TOLERANCE_MODES)}")
     if not isinstance(tolerances, ToleranceTable):
         tolerances = load_tolerances(tolerances)
-
-    t0 = time.perf_counter()
-    config, weights, inputs = case_registry.prepare(case)
-    timings = {"prepare_s": time.perf_counter() - t0}
-
-    def job(backend, dt, teacher=None):
-        return Job(backend=backend, config=config, weights=weights, inputs=inputs, dtype=dt, device=device,
-                   case=case.name, teacher=teacher, faults=tuple(faults) if backend == PORT else ())
-
-    extra: Dict[str, Capture] = {}
-    extra_timings: Dict[str, float] = {}
-    noise_floor = tolerance_mode == "noise_floor" and case.dtype == "float32"
-    if noise_floor:
-        oracle = _execute(job(REFERENCE, "float64"), isolation, workdir, pool)
-        ref32 = _execute(job(REFERENCE, "float32"), isolation, workdir, pool)
-        extra["reference_float32"] = ref32.capture
-        extra_timings = {f"reference_float32_{k}": v for k, v in ref32.timings.items()}
-        reference = oracle
-        tol = noise_floor_tolerances(oracle.capture, ref32.capture, k=noise_floor_k)
-    else:
-        reference = _execute(job(REFERENCE, case.dtype), isolation, workdir, pool)
-        tol = tolerances
-    port = _execute(job(PORT, case.dtype, reference.capture.stages if teacher_forcing else None), isolation, workdir, pool)
-
-    t0 = time.perf_counter()
-    result = compare(reference.capture, port.capture, tol, case=case.name, dtype=case.dtype, device=device,
-                     local=port.local)
-    timings["compare_s"] = time.perf_counter() - t0
-    for side, jr in (("reference", reference), ("port", port)):
-        for k, v in jr.timings.items():
-            timings[f"{side}_{k}"] = v
-    timings.update(extra_timings)
-    result.meta["tolerance_mode"] = "noise_floor" if noise_floor else "table"
-    result.meta["isolation"] = isolation
-    result.meta["faults"] = list(faults)
-    log.info("case %s: %s (first divergent stage %s)", case.name, result.verdict, result.first_divergent_stage)
-    return CaseRun(case=case, result=result, reference=reference.capture, port=port.capture, local=port.local,
-                   extra=extra, timings=timings)
+    own = engine is None
+    if own:
+        engine = Engine(pair, isolation=isolation, pool=pool, job_timeout=job_timeout)
+    try:
+        plan = engine.plan()
+        plan.add_case(case, device=device, tolerances=tolerances, tolerance_mode=tolerance_mode,
+                      noise_floor_k=noise_floor_k, teacher_forcing=teacher_forcing, faults=faults,
+                      meta={"isolation": engine.isolation})
+        (outcome,) = engine.run(plan)
+    finally:
+        if own:
+            engine.close()
+    run = case_run(case, outcome)
+    log.info("case %s: %s (first divergent stage %s)", case.name, run.result.verdict,
+             run.result.first_divergent_stage)
+    return run

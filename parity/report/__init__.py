@@ -22,14 +22,13 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from parity import cases as case_registry
-from parity.stages import STAGE_NAMES
 
 from . import document as D
 from . import hub as hub_mod
 from .artifacts import ArtifactError
 from .drift import compare_to_baseline
 from .options import Plan, ReportInputError, ReportOptions, make_plan
-from .runner import CaseRecord, recheck_cases, run_cases
+from .runner import CaseRecord, close_engine, recheck_cases, run_cases
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +65,14 @@ def build_report(options: ReportOptions, progress: Optional[Callable[..., None]]
         progress("begin", 0, 0, str(plan.hub.root))
     setup_s = time.perf_counter() - t_start
     run_timings: Dict[str, float] = {}
-    if plan.mode == "recheck":
-        records = recheck_cases(plan, progress, run_timings)
-    else:
-        records = run_cases(plan, progress, run_timings)
-    doc = _finish(plan, records, created, t_start, clock, setup_s, run_timings)
+    try:
+        if plan.mode == "recheck":
+            records = recheck_cases(plan, progress, run_timings)
+        else:
+            records = run_cases(plan, progress, run_timings)
+        doc = _finish(plan, records, created, t_start, clock, setup_s, run_timings)
+    finally:
+        close_engine(plan)
     return ReportOutcome(document=doc, hub=plan.hub.root, exit_code=0 if doc["verdict"] == "pass" else 1)
 
 
@@ -82,13 +84,13 @@ def _heatmap(plan: Plan, records: List[CaseRecord], verdict_text: str) -> None:
         by = {s.name: s for s in r.result.stages} if r.result is not None else {}
         rows.append(r.key if r.error is None else f"{r.key} (crashed)")
         shown = [F.shown_margin(by[s].margin, by[s].local_error, by[s].verdict) if s in by else (None, "n/a")
-                 for s in STAGE_NAMES]
+                 for s in plan.engine.pair.stage_names]
         margins.append([m for m, _ in shown])
         texts.append([t for _, t in shown])
-        failed.append([s in by and by[s].verdict != "pass" for s in STAGE_NAMES])
+        failed.append([s in by and by[s].verdict != "pass" for s in plan.engine.pair.stage_names])
     if not rows:
         return
-    F.summary_heatmap(plan.hub.path(hub_mod.SUMMARY_PNG), verdict_text, rows, list(STAGE_NAMES), margins, failed,
+    F.summary_heatmap(plan.hub.path(hub_mod.SUMMARY_PNG), verdict_text, rows, list(plan.engine.pair.stage_names), margins, failed,
                       texts)
     plan.hub.record(hub_mod.SUMMARY_PNG)
 
@@ -104,22 +106,22 @@ def _config(plan: Plan, records: List[CaseRecord]) -> Dict[str, Any]:
         "baseline": str(o.baseline) if o.baseline else None, "drift_factor": o.drift_factor,
         "recheck": str(o.recheck) if o.recheck else None, "in_place": plan.in_place,
         "junit": str(o.junit) if o.junit else None, "force": o.force, "figures": o.figures,
-        "command": list(o.command), "options": o.to_dict(),
+        "command": list(o.command), "options": o.to_dict(), "pair": plan.engine.pair.to_dict(),
+        "job_timeout_s": o.job_timeout,
     }
 
 
 def _device_matrix(plan: Plan) -> Optional[Dict[str, Any]]:
     """With a device besides the CPU in --devices: the device matrix of the plan's first case
-    (parity.matrix: each backend on each device vs its own CPU float64 and float32 runs, the
-    port on the GPU vs the reference on the CPU). Unavailable devices appear with the reason."""
+    (parity.matrix: each side on each device vs its own CPU float64 and float32 runs, the
+    candidate on the GPU vs the reference on the CPU). Unavailable devices appear with the reason."""
     if plan.mode != "run" or all(d.device == "cpu" for d in plan.devices) or not plan.cases:
         return None
     from parity.matrix import run_matrix
 
     case = plan.cases[0]
     t0 = time.perf_counter()
-    result = run_matrix(case, [d.device for d in plan.devices], tolerances=plan.tolerance_path,
-                        isolation="inprocess" if plan.isolation == "inprocess" else "workers")
+    result = run_matrix(case, [d.device for d in plan.devices], tolerances=plan.tolerance_path, engine=plan.engine)
     out = result.to_dict()
     out["time_s"] = time.perf_counter() - t0
     return out
@@ -134,8 +136,8 @@ def _finish(plan: Plan, records: List[CaseRecord], created: str, t_start: float,
     for r in records:
         for rel in r.files:
             hub.record(rel)
-    for backend, rel in hub_mod.PATCH_STATS.items():
-        hub.write_json(rel, D.patch_stats_file(records, backend), indent=None)
+    for role, rel in hub_mod.PATCH_STATS.items():
+        hub.write_json(rel, D.patch_stats_file(records, role), indent=None)
     hub.write_json(hub_mod.PATCH_ERRORS, D.patch_errors_file(records), indent=None)
     n_pass = sum(r.verdict == "pass" for r in records)
     if o.figures:
@@ -186,7 +188,7 @@ def _finish(plan: Plan, records: List[CaseRecord], created: str, t_start: float,
         "schema": D.SCHEMA, "schema_version": D.SCHEMA_VERSION,
         **verdicts,
         "created": created, "finished": D.iso_now(), "mode": plan.mode, "recheck_of": recheck_of,
-        "hub": str(hub.root),
+        "hub": str(hub.root), "pair": plan.engine.pair.to_dict(),
         "summary": D.summary_counts(cases, devices, drift),
         "provenance": prov, "config": config, "tolerances": D.tolerance_block(plan),
         "devices": devices, "device_matrix": matrix, "cases": cases, "drift": drift,

@@ -19,6 +19,8 @@ _T0 = time.perf_counter()
 
 from parity import cases as case_registry  # noqa: E402
 from parity.messages import fmt  # noqa: E402
+from parity.pool import DEFAULT_JOB_TIMEOUT  # noqa: E402
+from parity.sides import side_names  # noqa: E402
 from parity.stats import decode_float  # noqa: E402
 from parity.tolerances import DTYPES, NOISE_FLOOR_K  # noqa: E402
 
@@ -29,11 +31,12 @@ from .options import DEFAULT_DRIFT_FACTOR, DEFAULT_ISOLATION, ISOLATIONS, TOLERA
 PROG = "python -m parity.report"
 
 DESCRIPTION = """\
-Run the forward-parity cases (TensorFlow reference vs PyTorch port, stage by stage) and write a
-report hub: parity_report.json (+ its JSON schema), index.html, summary.png, per-case figures
-under analysis/<case>/, per-patch statistics (analysis/{tf,torch}_patch_stats.json), patch grids
-of the default case (analysis/{tf,torch}_patch_grid.png), the raw captures under
-captures/<case>/ and the resolved configuration (config.json)."""
+Run the forward-parity cases of a pair (default: the TensorFlow reference reference_tf against
+its PyTorch port torch_impl, stage by stage) and write a report hub: parity_report.json (+ its
+JSON schema), index.html, summary.png, per-case figures under analysis/<case>/, per-patch
+statistics (analysis/{reference,candidate}_patch_stats.json), patch grids of the first case
+(analysis/{reference,candidate}_patch_grid.png), the raw captures under
+captures/<case>/<role>.<side>.npz and the resolved configuration (config.json)."""
 
 EPILOG = """\
 exit codes:
@@ -41,6 +44,11 @@ exit codes:
   1    a case failed, crashed, or a stage drifted beyond --drift-factor
   2    bad usage or bad input (one line on stderr; nothing written, no earlier report touched)
   130  interrupted (the hub keeps no parity_report.json, so it claims no verdict)
+
+errored cases:
+  a case whose side raised, crashed or ran past --job-timeout is reported as failed with the
+  side, the job and the reason (and the last lines the side's worker printed) on the terminal,
+  on the page and in the case's "errors" in parity_report.json; the other cases still run.
 
 the hub:
   --hub may name an existing folder holding your own files (plans, logs); they are left
@@ -63,6 +71,7 @@ devices:
 examples:
   python -m parity.report                                   # default suite -> reports/<UTC time>/
   python -m parity.report --case n64_g1 --hub reports/try1
+  python -m parity.report --pair torch_impl:torch_impl                # a side against itself
   python -m parity.report --suite nightly --junit reports/nightly.xml --baseline reports/last
   python -m parity.report --recheck reports/try1 --hub reports/try1-tight --tolerances tight.toml
 """
@@ -82,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--case", dest="cases", metavar="NAME", nargs="+", action="extend", default=[],
                    help="run only these cases (repeatable; see --list)")
     g.add_argument("--list", action="store_true", help="list the cases and suites, then exit")
+    g.add_argument("--pair", default=None, metavar="REFERENCE:CANDIDATE",
+                   help="the two sides to compare, reference first (default: reference_tf:torch_impl; sides: "
+                        f"{', '.join(side_names())}); any side may take either role, or both")
+    g.add_argument("--job-timeout", type=float, default=DEFAULT_JOB_TIMEOUT, metavar="SECONDS",
+                   help=f"a side's job that runs longer is killed and its case reported as an error, the other "
+                        f"cases still run (default {DEFAULT_JOB_TIMEOUT:g})")
     g.add_argument("--devices", default=None, metavar="LIST",
                    help="comma-separated devices: cpu, cuda, cuda:<i> (default: cpu)")
     g.add_argument("--dtype", choices=DTYPES, default=None, help="override every case's dtype")
@@ -309,7 +324,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         tolerances=args.tolerances, tolerance_mode=args.tolerance_mode, noise_floor_k=args.noise_floor_k,
         isolation=args.isolation, baseline=args.baseline, drift_factor=args.drift_factor, recheck=args.recheck,
         junit=args.junit, force=args.force, figures=args.figures, background=args.background,
-        command=("python", "-m", "parity.report", *argv))
+        command=("python", "-m", "parity.report", *argv), pair=args.pair, job_timeout=args.job_timeout)
     progress = Progress(sys.stderr, args.quiet)
     try:
         outcome = build_report(options, progress, started=t0, clock=clock)

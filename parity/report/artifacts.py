@@ -1,6 +1,7 @@
 """Per-case files of a hub: the captures and the case's figures.
 
-:func:`write_case` writes ``captures/<case>/{tf,torch,local[,tf_float32]}.npz`` (compressed,
+:func:`write_case` writes ``captures/<case>/<role>.<side>.npz`` (roles reference, candidate,
+local and, under the noise floor, reference_float32; compressed,
 parity.capture.save_capture; a recheck source's captures are hard-linked or copied) and draws
 ``analysis/<case>/*.png``.
 
@@ -46,10 +47,11 @@ class CaseJob:
     result: Optional[CaseResult]
     captures: Dict[str, Capture] = field(default_factory=dict)  # role -> capture (written unless in copy)
     copy: Dict[str, str] = field(default_factory=dict)  # role -> the same capture as a file: linked/copied
+    paths: Dict[str, str] = field(default_factory=dict)  # role -> hub-relative path of its capture file
     figures: bool = True
     figure_stages: Tuple[str, ...] = ()
-    patch_grids: bool = False  # also draw analysis/{tf,torch}_patch_grid.png (the default case)
-    labels: Tuple[str, str] = ("TF", "torch")
+    patch_grids: bool = False  # also draw analysis/{reference,candidate}_patch_grid.png (the first case)
+    labels: Tuple[str, str] = ("reference", "candidate")
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -131,12 +133,12 @@ def _write_case(job: CaseJob) -> Dict[str, Any]:
     for role, capture in job.captures.items():
         if role in job.copy:
             continue
-        rel = f"{hub_mod.CAPTURES}/{job.key}/{hub_mod.CAPTURE_FILES[role]}"
+        rel = job.paths[role]
         save_capture(root / rel, capture)
         os.chmod(root / rel, hub_mod.FILE_MODE)  # save_capture leaves mkstemp's private 0600
         files.append(rel)
     for role, src in job.copy.items():
-        rel = f"{hub_mod.CAPTURES}/{job.key}/{hub_mod.CAPTURE_FILES[role]}"
+        rel = job.paths[role]
         if Path(src).resolve() != (root / rel).resolve():
             _link_or_copy(Path(src), root / rel)
         files.append(rel)
@@ -145,7 +147,7 @@ def _write_case(job: CaseJob) -> Dict[str, Any]:
     t0 = time.perf_counter()
     res = job.result
     ref = _capture_arrays(job, "reference")
-    port = _capture_arrays(job, "port")
+    port = _capture_arrays(job, "candidate")
     if job.figures and res is not None and ref is not None and port is not None:
         base = f"{hub_mod.ANALYSIS}/{job.key}"
 
@@ -188,12 +190,12 @@ def _write_case(job: CaseJob) -> Dict[str, Any]:
             if lims[1] <= lims[0]:
                 lims = (lims[0] - 1e-6, lims[0] + 1e-6)
             out_figs["patch_grids"] = {}
-            for backend, arrays, label in (("tf", ref, job.labels[0]), ("torch", port, job.labels[1])):
-                rel = draw(f"{backend}_patch_grid", hub_mod.PATCH_GRIDS[backend], F.patch_grid,
+            for role, arrays, label in (("reference", ref, job.labels[0]), ("candidate", port, job.labels[1])):
+                rel = draw(f"{role}_patch_grid", hub_mod.PATCH_GRIDS[role], F.patch_grid,
                            f"{label}: {job.title}, stages amp and phase", arrays["amp"], arrays["phase"],
                            scale, lims)
                 if rel:
-                    out_figs["patch_grids"][backend] = rel
+                    out_figs["patch_grids"][role] = rel
     figures_s = time.perf_counter() - t0
     return {"key": job.key, "files": files, "figures": out_figs, "errors": errors,
             "timings": {"write_s": write_s, "figures_s": figures_s}}

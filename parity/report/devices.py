@@ -6,17 +6,14 @@ and writes one entry per device (``devices`` in parity_report.json) plus one cas
 reported with the reason and does not fail the run.
 
 ``cpu`` is always available and never probed (probing would import both frameworks). Other
-devices are probed through the adapters (parity.adapters; the only code that imports
-TensorFlow or PyTorch): in this process for ``isolation="inprocess"``, otherwise in one child
-process, so the frameworks stay out of the parent.
+devices are asked of the pair's sides where they run: in this process for
+``isolation="inprocess"``, otherwise of their worker processes (parity.pool), which then serve
+the report, so the frameworks stay out of the parent.
 """
 from __future__ import annotations
 
-import json
 import logging
 import re
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
@@ -58,58 +55,28 @@ def parse_devices(text: str) -> List[str]:
     return out
 
 
-_PROBE = """
-import json, sys
-from parity.adapters.base import get_adapter
-out = {}
-for b in ("tf", "torch"):
-    try:
-        out[b] = get_adapter(b).devices()
-    except Exception as exc:
-        out[b] = {"__error__": f"{type(exc).__name__}: {exc}"}
-json.dump(out, sys.stdout)
-"""
-
-
-def _backend_devices(isolation: str) -> Dict[str, Dict[str, str]]:
-    """backend -> {device: description} as the adapters see it."""
-    if isolation == "inprocess":
-        from parity.adapters.base import get_adapter
-
-        out: Dict[str, Dict[str, str]] = {}
-        for backend in ("tf", "torch"):
-            try:
-                out[backend] = get_adapter(backend).devices()
-            except Exception as exc:  # a missing framework: the device is unavailable for it
-                out[backend] = {"__error__": f"{type(exc).__name__}: {exc}"}
-        return out
-    proc = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
-        return {b: {"__error__": f"device probe failed: {tail}"} for b in ("tf", "torch")}
-    return json.loads(proc.stdout)
-
-
-def resolve_devices(devices: Sequence[str], isolation: str = "inprocess") -> List[DeviceStatus]:
-    """Availability of each requested device (``cpu`` without probing)."""
+def resolve_devices(devices: Sequence[str], engine) -> List[DeviceStatus]:
+    """Availability of each requested device (``cpu`` without probing); other devices are
+    asked of both sides of the engine's pair, where they run (parity.engine.Engine.devices)."""
     statuses: List[DeviceStatus] = []
     seen: Optional[Dict[str, Dict[str, str]]] = None
+    sides = list(dict.fromkeys((engine.pair.reference, engine.pair.candidate)))
     for dev in devices:
         if dev == "cpu":
-            statuses.append(DeviceStatus("cpu", True, names={"tf": "CPU", "torch": "CPU"}))
+            statuses.append(DeviceStatus("cpu", True, names={s: "CPU" for s in sides}))
             continue
         if seen is None:
-            seen = _backend_devices(isolation)
+            seen = engine.devices()
         missing, names = [], {}
-        for backend, label in (("tf", "TensorFlow"), ("torch", "PyTorch")):
-            found = seen.get(backend, {})
+        for side in sides:
+            found = seen.get(side, {})
             if dev in found:
-                names[backend] = found[dev]
+                names[side] = found[dev]
             elif "__error__" in found:
-                missing.append(f"{label} cannot be asked ({found['__error__']})")
+                missing.append(f"{side} cannot be asked ({found['__error__']})")
             else:
                 visible = sorted(k for k in found if k != "cpu")
-                missing.append(f"{label} sees no {dev} device (it sees: {', '.join(visible) or 'cpu only'})")
+                missing.append(f"{side} sees no {dev} device (it sees: {', '.join(visible) or 'cpu only'})")
         status = DeviceStatus(dev, not missing, "; ".join(missing) or None, names)
         if missing:
             log.warning("device %s unavailable: %s", dev, status.reason)

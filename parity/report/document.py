@@ -30,7 +30,9 @@ from .devices import DeviceStatus
 from .runner import CaseRecord
 
 SCHEMA = "parity.report"
-SCHEMA_VERSION = 1
+#: 2: sides and pairs (``pair``; per case ``sides`` and ``errors``; captures named
+#: ``<role>.<side>.npz``; patch statistics and grids per role; determinism per side).
+SCHEMA_VERSION = 2
 
 
 def iso_now(t: Optional[float] = None) -> str:
@@ -60,7 +62,7 @@ def case_entry(rec: CaseRecord) -> Dict[str, Any]:
              "problems": [f"the case did not run to the end: {rec.error}"], "backends": {}, "stages": []}
     d.update(to_json({
         "name": rec.name, "key": rec.key, "device": rec.device, "dtype": rec.dtype, "verdict": rec.verdict,
-        "error": rec.error, "config": rec.config, "case": rec.case, "tolerance_mode": rec.tolerance_mode,
+        "error": rec.error, "errors": list(rec.errors), "sides": dict(rec.sides), "config": rec.config, "case": rec.case, "tolerance_mode": rec.tolerance_mode,
         "isolation": rec.isolation,
         "versions": {role: (m or {}).get("versions") for role, m in rec.backends.items()},
         "timings": {k: float(v) for k, v in rec.timings.items()},
@@ -133,7 +135,7 @@ def timing_block(records: Sequence[CaseRecord], wall_s: float, clock: str, setup
         "definitions": {
             "wall_s": "from the start of the process (CLI) or of build_report until the report was assembled "
                       "(writing index.html and this file is not included)",
-            "forward_s": "both backends' forward passes (parity.adapters.base.execute 'forward_s')",
+            "forward_s": "both sides' forward passes (parity.jobs.execute 'forward_s')",
             "backend_s": "forward + framework import + model build + teacher-forced local stages",
             "isolation_s": "moving jobs and captures between processes (parity.run isolation; part of harness_s)",
             "harness_s": "wall_s - backend_s: everything but the backends' own work (start-up, inputs, job "
@@ -171,20 +173,23 @@ def summary_counts(cases: Sequence[Dict[str, Any]], devices: Sequence[Dict[str, 
             "drift_flagged": drift["n_flagged"] if drift else None}
 
 
-def patch_stats_file(records: Sequence[CaseRecord], backend: str) -> Dict[str, Any]:
-    """analysis/{tf,torch}_patch_stats.json: per case, per patch-shaped stage, per-patch statistics."""
-    role = "reference" if backend == "tf" else "candidate"
+def patch_stats_file(records: Sequence[CaseRecord], role: str) -> Dict[str, Any]:
+    """analysis/<role>_patch_stats.json: per case, per patch-shaped stage, per-patch statistics
+    of the side that played ``role`` ("reference" or "candidate")."""
     cases: Dict[str, Any] = {}
+    sides = []
     for r in records:
         if r.result is None:
             continue
         stats = r.result.patch_stats.get(role, {})
-        cases[r.key] = {"name": r.name, "device": r.device, "dtype": r.dtype,
-                        "capture_dtype": (r.backends.get("reference" if backend == "tf" else "port") or {}).get("dtype"),
+        side = r.sides.get(role)
+        if side not in sides:
+            sides.append(side)
+        cases[r.key] = {"name": r.name, "device": r.device, "dtype": r.dtype, "side": side,
+                        "capture_dtype": (r.backends.get(role) or {}).get("dtype"),
                         "stages": to_json(stats)}
     return {
-        "schema": "parity.patch_stats", "schema_version": 1, "backend": backend,
-        "role": "reference" if backend == "tf" else "port",
+        "schema": "parity.patch_stats", "schema_version": 2, "role": role, "sides": sides,
         "description": ("per-patch statistics of every (B, C|K, N, N) stage, computed in float64 over each N x N "
                         "patch: per_patch.{mean, std, min, max, var_zero_mean} are (B, C) arrays; global_mean, "
                         "global_std (unbiased) and var_zero_mean (mean of the per-patch variances, as in "
@@ -197,7 +202,7 @@ def patch_stats_file(records: Sequence[CaseRecord], backend: str) -> Dict[str, A
 def patch_errors_file(records: Sequence[CaseRecord]) -> Dict[str, Any]:
     return {
         "schema": "parity.patch_errors", "schema_version": 1,
-        "description": ("per-patch |torch - TF| of every (B, C|K, N, N) stage: max_abs and rel_l2 are (B, C) "
+        "description": ("per-patch |candidate - reference| of every (B, C|K, N, N) stage: max_abs and rel_l2 are (B, C) "
                         "arrays; complex stages add amp_max_abs and phase_max_weighted; worst: top patches "
                         "as [b, c, max_abs]"),
         "cases": {r.key: to_json(r.result.patch_errors) for r in records if r.result is not None},

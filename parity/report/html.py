@@ -53,8 +53,8 @@ def _verdict(v: Optional[str]) -> str:
     return f'<span class="banner {cls}" style="font-size:1em;padding:1px 6px">{_e((v or "n/a").upper())}</span>'
 
 
-def _case_table(cases: Sequence[Mapping[str, Any]]) -> str:
-    stages = list(STAGE_NAMES)
+def _case_table(cases: Sequence[Mapping[str, Any]], stages: Sequence[str]) -> str:
+    stages = list(stages)
     head = "".join(f"<th>{_e(s)}</th>" for s in stages)
     rows = []
     for c in cases:
@@ -113,6 +113,11 @@ def _case_section(c: Mapping[str, Any]) -> str:
              f'{_e(c.get("tolerance_mode"))}; covers: {_e((c.get("case") or {}).get("covers", ""))}</p>']
     if c.get("error"):
         parts.append(f"<pre>{_e(c['error'])}</pre>")
+    for err in c.get("errors") or []:
+        tail = "\n".join(err.get("tail") or [])
+        parts.append(f'<p class="small">side <b>{_e(err.get("side"))}</b>, job {_e(err.get("job"))}: '
+                     f'{_e(err.get("kind"))}: {_e(err.get("reason"))}</p>'
+                     + (f"<pre>last lines of the side's worker:\n{_e(tail)}</pre>" if tail else ""))
     for p in c.get("problems") or []:
         parts.append(f"<pre>{_e(p)}</pre>")
     failing = [s for s in c.get("stages", []) if s.get("verdict") != "pass"]
@@ -210,6 +215,7 @@ def render(doc: Mapping[str, Any]) -> str:
 <html lang="en"><head><meta charset="utf-8"><title>Forward parity: {_e(v.upper())}</title>
 <style>{CSS}</style></head><body>
 <h1>Forward parity report</h1>
+<p>Pair: reference <b>{_e((doc.get('pair') or {}).get('reference'))}</b>, candidate <b>{_e((doc.get('pair') or {}).get('candidate'))}</b></p>
 <div class="banner {'pass' if v == 'pass' else 'fail'}">{_e(v.upper())}: {s.get('passed', 0)} of {s.get('cases', 0)} cases passed</div>
 <ul>{reasons}</ul>
 {recheck}
@@ -219,7 +225,7 @@ def render(doc: Mapping[str, Any]) -> str:
 <p>{' | '.join(l for l in links if l)}</p>
 {_device_matrix(doc.get('device_matrix'))}
 <h2>Cases x stages</h2>
-{_case_table(doc.get('cases', []))}
+{_case_table(doc.get('cases', []), (doc.get('pair') or {}).get('stages') or STAGE_NAMES)}
 {summary_img}
 {_drift(doc.get('drift'))}
 <h2>Patch grids of the default case</h2>

@@ -34,16 +34,31 @@ CONFIG_JSON = "config.json"
 RUNNING = "RUNNING"
 ANALYSIS = "analysis"
 CAPTURES = "captures"
-PATCH_STATS = {"tf": f"{ANALYSIS}/tf_patch_stats.json", "torch": f"{ANALYSIS}/torch_patch_stats.json"}
-PATCH_GRIDS = {"tf": f"{ANALYSIS}/tf_patch_grid.png", "torch": f"{ANALYSIS}/torch_patch_grid.png"}
+#: Per-role files (the roles of a pair: "reference", "candidate"), whatever the sides are.
+PATCH_STATS = {"reference": f"{ANALYSIS}/reference_patch_stats.json",
+               "candidate": f"{ANALYSIS}/candidate_patch_stats.json"}
+PATCH_GRIDS = {"reference": f"{ANALYSIS}/reference_patch_grid.png",
+               "candidate": f"{ANALYSIS}/candidate_patch_grid.png"}
 PATCH_ERRORS = f"{ANALYSIS}/patch_errors.json"
 #: Files at fixed paths that every report writes (the per-case ones live under analysis/<case>/
 #: and captures/<case>/).
 FIXED_FILES = (REPORT_JSON, SCHEMA_JSON, INDEX_HTML, SUMMARY_PNG, CONFIG_JSON, *PATCH_STATS.values(),
                *PATCH_GRIDS.values(), PATCH_ERRORS)
-#: Capture roles and their file names under captures/<case>/.
-CAPTURE_FILES = {"reference": "tf.npz", "port": "torch.npz", "local": "local.npz",
-                 "reference_float32": "tf_float32.npz"}
+#: Capture roles under captures/<case>/: the reference the candidate is compared against (the
+#: float64 run under the noise floor), the candidate, its teacher-forced stages, and the
+#: reference side's float32 run (noise floor only).
+CAPTURE_ROLES = ("reference", "candidate", "local", "reference_float32")
+#: File names of hubs written before captures were named after sides (recheck reads them).
+LEGACY_CAPTURE_FILES = {"reference": "tf.npz", "candidate": "torch.npz", "local": "local.npz",
+                        "reference_float32": "tf_float32.npz"}
+
+
+def capture_name(role: str, side: str) -> str:
+    """File name of a capture under captures/<case>/: ``<role>.<side>.npz``, e.g.
+    ``candidate.torch_impl.npz`` (the local stages are the candidate side's)."""
+    if role not in CAPTURE_ROLES:
+        raise ValueError(f"unknown capture role {role!r}; expected one of {list(CAPTURE_ROLES)}")
+    return f"{role}.{side}.npz"
 
 
 class HubError(ValueError):

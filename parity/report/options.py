@@ -12,17 +12,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from parity import cases as case_registry
-from parity import run as run_mod
+from parity import engine as engine_mod
 from parity.cases import Case
+from parity.pairs import PairError, resolve_pair
+from parity.pool import DEFAULT_JOB_TIMEOUT
 from parity.tolerances import DTYPES, NOISE_FLOOR_K, ToleranceTable, load_tolerances
 
 from . import hub as hub_mod
 from .devices import DeviceStatus, parse_devices, resolve_devices
 
-ISOLATIONS = tuple(run_mod.ISOLATIONS)  # inprocess, workers, subprocess
-DEFAULT_ISOLATION = "workers" if "workers" in ISOLATIONS else "inprocess"
-TOLERANCE_MODES = tuple(run_mod.TOLERANCE_MODES)  # table, noise_floor
+ISOLATIONS = tuple(engine_mod.ISOLATIONS)  # inprocess, workers, subprocess
+DEFAULT_ISOLATION = "workers"
+TOLERANCE_MODES = tuple(engine_mod.TOLERANCE_MODES)  # table, noise_floor
 PER_CASE = "per_case"  # no --tolerance-mode: every case uses its own (parity.cases.Case.tolerance_mode)
 DEFAULT_DRIFT_FACTOR = 10.0
 
@@ -62,6 +63,8 @@ class ReportOptions:
     background: bool = True
     reports_root: Path = Path("reports")
     command: Tuple[str, ...] = ()
+    pair: Optional[str] = None  # "REFERENCE:CANDIDATE" or a pair name (None: reference_tf:torch_impl)
+    job_timeout: float = DEFAULT_JOB_TIMEOUT
 
     def to_dict(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {}
@@ -76,6 +79,7 @@ class SourceCase:
 
     entry: Dict[str, Any]
     files: Dict[str, Path]
+    sides: Dict[str, str] = field(default_factory=dict)  # role -> side name
 
 
 @dataclass
@@ -95,6 +99,7 @@ class Plan:
     source: Optional[Dict[str, Any]] = None
     source_cases: List[SourceCase] = field(default_factory=list)
     in_place: bool = False
+    engine: Any = None  # parity.engine.Engine of the pair (its workers serve the whole report)
 
     @property
     def available_devices(self) -> List[str]:
@@ -109,7 +114,7 @@ def _fail(msg: str) -> ReportInputError:
     return ReportInputError(msg)
 
 
-def _resolve_cases(opts: ReportOptions) -> Tuple[List[Case], Optional[str]]:
+def _resolve_cases(opts: ReportOptions, case_registry) -> Tuple[List[Case], Optional[str]]:
     if opts.cases:
         unknown = [c for c in opts.cases if c not in case_registry.CASES]
         if unknown:
@@ -155,24 +160,39 @@ def _load_source(opts: ReportOptions, mode: Optional[str]) -> Tuple[Dict[str, An
     out: List[SourceCase] = []
     for e in entries:
         if e.get("error"):
-            out.append(SourceCase(e, {}))
+            out.append(SourceCase(e, {}, dict(e.get("sides") or {})))
             continue
         key = e.get("key") or hub_mod.case_key(e["name"], e.get("device", "cpu"))
-        files = {role: root / hub_mod.CAPTURES / key / fname for role, fname in hub_mod.CAPTURE_FILES.items()}
-        for role in ("reference", "port"):
-            if not files[role].is_file():
+        files, sides = _source_files(root, key, e)
+        for role in ("reference", "candidate"):
+            if role not in files or not files[role].is_file():
+                missing = files[role].relative_to(root) if role in files else f"the {role} capture"
                 raise _fail(f"--recheck source {root} has no captures for case {e['name']} (missing "
-                            f"{files[role].relative_to(root)}); only a hub written by python -m parity.report "
+                            f"{missing}); only a hub written by python -m parity.report "
                             f"with its captures/ folder can be rechecked")
-        if e.get("tolerance_mode") == "noise_floor" and not files["reference_float32"].is_file():
-            raise _fail(f"--recheck source {root}: case {e['name']} ran in noise_floor mode but "
-                        f"{files['reference_float32'].relative_to(root)} is missing")
+        if e.get("tolerance_mode") == "noise_floor" and not files.get("reference_float32", root / "?").is_file():
+            raise _fail(f"--recheck source {root}: case {e['name']} ran in noise_floor mode but its "
+                        f"reference_float32 capture is missing")
         if mode == "noise_floor" and e.get("dtype") == "float32" and e.get("tolerance_mode") != "noise_floor":
             raise _fail(f"--tolerance-mode noise_floor needs a float64 oracle, but case {e['name']} of {root} ran in "
                         f"{e.get('tolerance_mode', 'table')} mode; recheck with --tolerance-mode table, or run "
                         f"again with --tolerance-mode noise_floor")
-        out.append(SourceCase(e, {r: p for r, p in files.items() if p.is_file()}))
+        out.append(SourceCase(e, {r: p for r, p in files.items() if p.is_file()}, sides))
     return doc, out
+
+
+def _source_files(root: Path, key: str, e: Dict[str, Any]) -> Tuple[Dict[str, Path], Dict[str, str]]:
+    """role -> capture path of a source case, and role -> side: from the entry's ``captures``
+    map (hubs that name captures after sides), else the file names of earlier hubs."""
+    listed = dict(e.get("captures") or {})
+    if "port" in listed:  # earlier hubs called the candidate role "port"
+        listed["candidate"] = listed.pop("port")
+    sides = dict(e.get("sides") or {})
+    if listed and all(r in hub_mod.CAPTURE_ROLES for r in listed):
+        return {role: root / rel for role, rel in listed.items()}, sides
+    folder = root / hub_mod.CAPTURES / key
+    files = {role: folder / name for role, name in hub_mod.LEGACY_CAPTURE_FILES.items()}
+    return files, sides or {"reference": "reference_tf", "candidate": "torch_impl"}
 
 
 def planned_paths(keys: List[str]) -> List[str]:
@@ -194,10 +214,12 @@ def make_plan(opts: ReportOptions) -> Plan:
         raise _fail(f"--noise-floor-k must be a finite number > 0, got {opts.noise_floor_k}")
     if opts.suite is not None and opts.cases:
         raise _fail("give either --suite or --case, not both")
+    if not (math.isfinite(opts.job_timeout) and opts.job_timeout > 0):
+        raise _fail(f"--job-timeout must be a finite number of seconds > 0, got {opts.job_timeout}")
     recheck = opts.recheck is not None
     if recheck:
         given = [flag for flag, v in (("--suite", opts.suite), ("--dtype", opts.dtype), ("--devices", opts.devices),
-                                      ("--isolation", opts.isolation)) if v is not None]
+                                      ("--isolation", opts.isolation), ("--pair", opts.pair)) if v is not None]
         if given:
             raise _fail(f"{given[0]} cannot be combined with --recheck (a recheck re-compares the stored captures; "
                         f"it runs no model); allowed with --recheck: --hub, --case, --tolerances, --tolerance-mode, "
@@ -230,19 +252,23 @@ def make_plan(opts: ReportOptions) -> Plan:
                 devices.append(DeviceStatus(e["device"], e.get("status") == "available", e.get("reason"),
                                             dict(e.get("names") or {})))
         isolation = (source.get("config") or {}).get("isolation", DEFAULT_ISOLATION)
+        pair = _pair(source.get("pair", {}).get("name") if isinstance(source.get("pair"), dict) else None)
+        engine = engine_mod.Engine(pair, isolation="inprocess")  # a recheck runs no side
         keys = [sc.entry.get("key") or hub_mod.case_key(sc.entry["name"], sc.entry.get("device", "cpu"))
                 for sc in source_cases]
         suite = (source.get("config") or {}).get("suite")
     else:
-        cases, suite = _resolve_cases(opts)
+        pair = _pair(opts.pair)
+        cases, suite = _resolve_cases(opts, pair.cases)
         mode = opts.tolerance_mode
         isolation = opts.isolation or DEFAULT_ISOLATION
+        engine = engine_mod.Engine(pair, isolation=isolation, job_timeout=opts.job_timeout)
         try:
             wanted = list(opts.devices) if opts.devices is not None else ["cpu"]
             wanted = parse_devices(",".join(wanted))
         except ValueError as exc:
             raise _fail(str(exc)) from None
-        devices = resolve_devices(wanted, isolation)
+        devices = resolve_devices(wanted, engine)
         if not any(d.available for d in devices):
             why = "; ".join(f"{d.device}: {d.reason}" for d in devices)
             raise _fail(f"none of the requested devices is available ({why}); nothing to run; "
@@ -264,7 +290,16 @@ def make_plan(opts: ReportOptions) -> Plan:
     except hub_mod.HubError as exc:
         raise _fail(str(exc)) from None
     if opts.junit is not None and Path(opts.junit).resolve() == (hub_root / hub_mod.REPORT_JSON).resolve():
+        engine.close()
         raise _fail("--junit must not be the hub's parity_report.json")
     return Plan(options=opts, hub=hub, earlier=earlier, mode="recheck" if recheck else "run", cases=cases,
                 devices=devices, table=table, tolerance_path=tol_path, tolerance_mode=mode, isolation=isolation,
-                suite=suite, baseline=baseline, source=source, source_cases=source_cases, in_place=in_place)
+                suite=suite, baseline=baseline, source=source, source_cases=source_cases, in_place=in_place,
+                engine=engine)
+
+
+def _pair(spec: Optional[str]):
+    try:
+        return resolve_pair(spec)
+    except (PairError, ValueError) as exc:
+        raise _fail(f"--pair: {exc}") from None

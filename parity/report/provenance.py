@@ -62,9 +62,9 @@ def git_info(root: Path = REPO_ROOT) -> Optional[Dict[str, Any]]:
             "dirty": bool(status) if status is not None else None}
 
 
-def _first(metas: Iterable[Mapping[str, Any]], backend: str) -> Optional[Mapping[str, Any]]:
+def _first(metas: Iterable[Mapping[str, Any]], framework: str) -> Optional[Mapping[str, Any]]:
     for m in metas:
-        if m and m.get("backend") == backend:
+        if m and m.get("framework") == framework:
             return m
     return None
 
@@ -73,7 +73,7 @@ def collect(*, backend_metas: Sequence[Mapping[str, Any]], devices: Sequence[Map
             cases: Sequence[case_registry.Case], tolerance_mode: str, isolation: str,
             command: Sequence[str]) -> Dict[str, Any]:
     """The provenance block of parity_report.json (see parity.report.schema)."""
-    tf_meta = _first(backend_metas, "tf") or {}
+    tf_meta = _first(backend_metas, "tensorflow") or {}
     pt_meta = _first(backend_metas, "torch") or {}
     tf_versions = dict(tf_meta.get("versions") or {})
     pt_versions = dict(pt_meta.get("versions") or {})
@@ -108,7 +108,7 @@ def collect(*, backend_metas: Sequence[Mapping[str, Any]], devices: Sequence[Map
         "cudnn": {"tensorflow": tf_versions.get("cudnn"), "torch": pt_versions.get("cudnn")},
         "versions_from": "captures" if (tf_versions or pt_versions) else "installed distributions",
         "devices": list(devices),
-        "determinism": {"tf": tf_det, "torch": pt_det},
+        "determinism": _determinism(backend_metas),
         "threads": {
             "cpu_count": os.cpu_count(), "affinity": affinity,
             "tf_intra_op": tf_det.get("tf_intra_op_threads"), "tf_inter_op": tf_det.get("tf_inter_op_threads"),
@@ -130,6 +130,15 @@ def collect(*, backend_metas: Sequence[Mapping[str, Any]], devices: Sequence[Map
         "argv": list(command),
         "cwd": os.getcwd(),
     }
+
+
+def _determinism(metas: Iterable[Mapping[str, Any]]) -> Dict[str, Any]:
+    """side -> its determinism flags (from the first capture of each side)."""
+    out: Dict[str, Any] = {}
+    for m in metas:
+        if m and m.get("side") and m["side"] not in out:
+            out[m["side"]] = dict(m.get("determinism") or {})
+    return out
 
 
 def backend_metas(records: Sequence[Any]) -> List[Mapping[str, Any]]:

@@ -1,27 +1,25 @@
 """Run (or recheck) every case of a plan: CaseRecords, each case's captures and figures written.
 
-``run_cases`` calls :func:`parity.run.run_case` for every (device, case) pair; a case that
-raises is recorded as failed with its error (the others still run). ``recheck_cases`` loads
-the captures of an earlier hub and compares them again under the plan's tolerances; it never
-runs a model. Both report progress through a callback ``progress(event, index, total, info)``
-with event "start" (info: the case key) or "done" (info: the CaseRecord).
+``run_cases`` builds one engine plan (parity.engine) of every (device, case) comparison of the
+pair and executes it; each decided case is recorded and its files are handed to the writer
+while the next cases run. A case whose run fails (an error, a crash, a timeout of a side) is
+recorded with the side, the job and the reason; the others still run. ``recheck_cases``
+compares the captures of an earlier hub again under the plan's tolerances (stored nodes of a
+plan: it never runs a model). Both report progress through a callback
+``progress(event, index, total, info)`` with event "start" (info: the case key) or "done"
+(info: the CaseRecord).
 """
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from parity import run as run_mod
-from parity.capture import Capture, load_capture
-from parity.cases import Case
-from parity.compare import CaseResult, compare
-from parity.tolerances import noise_floor_tolerances
+from parity.capture import Capture
+from parity.engine import Comparison, Engine, NoiseFloor, Outcome, Stored, uses_noise_floor
 
 from . import hub as hub_mod
 from .artifacts import ArtifactWriter, CaseJob
@@ -46,13 +44,15 @@ class CaseRecord:
     key: str
     case: Dict[str, Any]  # the case definition (parity.cases.Case.to_dict(), or the source's)
     config: Dict[str, Any]
-    result: Optional[CaseResult] = None
+    result: Optional[Any] = None  # parity.compare.CaseResult
     error: Optional[str] = None
+    errors: List[Dict[str, Any]] = field(default_factory=list)  # per failed job: side, job, kind, reason, tail
     tolerance_mode: str = "table"
     isolation: str = "inprocess"
+    sides: Dict[str, str] = field(default_factory=dict)  # role -> side name
     backends: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # role -> capture meta (no arrays)
     timings: Dict[str, float] = field(default_factory=dict)
-    captures: Dict[str, str] = field(default_factory=dict)  # role -> relative path
+    captures: Dict[str, str] = field(default_factory=dict)  # role -> hub-relative path
     figures: Dict[str, Any] = field(default_factory=dict)
     figure_errors: List[str] = field(default_factory=list)
     files: List[str] = field(default_factory=list)  # hub-relative files written for this case
@@ -64,7 +64,7 @@ class CaseRecord:
 
 def _meta(capture: Capture) -> Dict[str, Any]:
     m = capture.meta
-    return {k: m.get(k) for k in ("backend", "dtype", "device", "versions", "determinism", "wall_time_s")}
+    return {k: m.get(k) for k in ("side", "framework", "dtype", "device", "versions", "determinism", "wall_time_s")}
 
 
 def _title(rec: CaseRecord) -> str:
@@ -73,11 +73,14 @@ def _title(rec: CaseRecord) -> str:
 
 
 def _labels(rec: CaseRecord) -> tuple:
-    return ("TF float64" if rec.tolerance_mode == "noise_floor" else "TF", "torch")
+    ref = rec.sides.get("reference", "reference")
+    return (f"{ref} float64" if rec.tolerance_mode == "noise_floor" else ref, rec.sides.get("candidate", "candidate"))
 
 
-def _capture_paths(key: str, roles) -> Dict[str, str]:
-    return {r: f"{hub_mod.CAPTURES}/{key}/{hub_mod.CAPTURE_FILES[r]}" for r in roles}
+def _capture_paths(key: str, sides: Dict[str, str], roles) -> Dict[str, str]:
+    side_of = {"reference": sides["reference"], "reference_float32": sides["reference"],
+               "candidate": sides["candidate"], "local": sides["candidate"]}
+    return {r: f"{hub_mod.CAPTURES}/{key}/{hub_mod.capture_name(r, side_of[r])}" for r in roles}
 
 
 def _job(plan: Plan, rec: CaseRecord, captures: Dict[str, Capture], copy: Dict[str, str],
@@ -85,20 +88,17 @@ def _job(plan: Plan, rec: CaseRecord, captures: Dict[str, Capture], copy: Dict[s
     res = rec.result
     stages = figure_stages(res.stages, res.first_divergent_stage, res.root_cause_stage) if res is not None else []
     return CaseJob(hub=str(plan.hub.root), key=rec.key, title=_title(rec), result=res, captures=captures, copy=copy,
-                   figures=plan.options.figures, figure_stages=tuple(stages), patch_grids=patch_grids,
-                   labels=_labels(rec))
+                   paths=dict(rec.captures), figures=plan.options.figures, figure_stages=tuple(stages),
+                   patch_grids=patch_grids, labels=_labels(rec))
 
 
 def run_cases(plan: Plan, progress: Optional[Progress] = None,
               timings: Optional[Dict[str, float]] = None) -> List[CaseRecord]:
-    """Run every case on every available device (device-major order).
+    """Run every case on every available device (device-major order) through the plan's engine.
 
-    With ``isolation="workers"`` one long-lived worker process per backend serves every case
-    (parity.adapters.worker.WorkerPool): each framework is imported once and the two thread
-    pools never share a process. After the last case the job folder is removed (every result
-    has been read; the workers' open logs are merely unlinked) and the workers are told to stop
-    in a daemon thread: their teardown (seconds for TensorFlow) does not hold up the report,
-    and they exit on their own at end of input when this process exits.
+    With ``isolation="workers"`` one long-lived worker process per side serves every case
+    (parity.pool): each framework is imported once, the two sides' thread pools never share
+    a process, and the reference of the next case runs while the candidate of this one does.
 
     Each case's captures and figures are written by an ArtifactWriter thread while the next
     case runs; this returns once they are all written (``timings["files_wait_s"]``: how long
@@ -106,16 +106,19 @@ def run_cases(plan: Plan, progress: Optional[Progress] = None,
     """
     writer = ArtifactWriter(background=plan.options.background)
     try:
-        if plan.isolation != "workers":
-            records = _run_cases(plan, progress, None, writer)
-        else:
-            records = _run_pooled(plan, progress, writer)
+        records = _run_cases(plan, plan.engine, progress, writer)
         _collect(records, writer, timings)
     except BaseException:
         writer.close(cancel=True)
         raise
     writer.close()
     return records
+
+
+def close_engine(plan: Plan) -> None:
+    """Stop the plan's workers in a daemon thread: their teardown (seconds for TensorFlow)
+    does not hold up the report, and they exit on their own at end of input."""
+    threading.Thread(target=plan.engine.close, name="parity-report-worker-shutdown", daemon=True).start()
 
 
 def _collect(records: List[CaseRecord], writer: ArtifactWriter, timings: Optional[Dict[str, float]]) -> None:
@@ -130,76 +133,67 @@ def _collect(records: List[CaseRecord], writer: ArtifactWriter, timings: Optiona
         timings["files_wait_s"] = writer.wait_s
 
 
-def _run_pooled(plan: Plan, progress: Optional[Progress], writer: ArtifactWriter) -> List[CaseRecord]:
-    from parity.adapters.worker import WorkerPool
-
-    tmp = Path(tempfile.mkdtemp(prefix="parity-report-workers-"))
-    pool = WorkerPool(tmp)
-    try:
-        records = _run_cases(plan, progress, pool, writer)
-    except BaseException:
-        try:
-            pool.close()
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(tmp, ignore_errors=True)
-    threading.Thread(target=pool.close, name="parity-report-worker-shutdown", daemon=True).start()
-    return records
-
-
-def _run_cases(plan: Plan, progress: Optional[Progress], pool, writer: ArtifactWriter) -> List[CaseRecord]:
+def _run_cases(plan: Plan, engine: Engine, progress: Optional[Progress], writer: ArtifactWriter) -> List[CaseRecord]:
     progress = progress or (lambda *a: None)
     pairs = [(dev, case) for dev in plan.available_devices for case in plan.cases]
-    records: List[CaseRecord] = []
+    eplan = engine.plan()
     for i, (device, case) in enumerate(pairs):
-        key = hub_mod.case_key(case.name, device)
-        progress("start", i, len(pairs), key)
-        rec, captures = _run_one(plan, case, device, key, pool)
+        eplan.add_case(case, device=device, tolerances=plan.table, tolerance_mode=plan.tolerance_mode,
+                       noise_floor_k=plan.options.noise_floor_k, key=hub_mod.case_key(case.name, device),
+                       tag=(i, case), meta={"isolation": plan.isolation})
+    records: List[CaseRecord] = []
+    clock = {"t": time.perf_counter()}
+
+    def started(c: Comparison) -> None:
+        progress("start", c.tag[0], len(pairs), c.key)
+
+    def decided(o: Outcome) -> None:
+        i, case = o.comparison.tag
+        now = time.perf_counter()
+        rec, captures = _record(plan, case, o, now - clock["t"])
+        clock["t"] = now
         if rec.result is not None:
-            rec.captures = _capture_paths(key, captures)
             rec.timings["total_s"] += writer.submit(_job(plan, rec, captures, {}, patch_grids=i == 0))
         records.append(rec)
         progress("done", i, len(pairs), rec)
+
+    engine.run(eplan, on_outcome=decided, on_start=started)
     return records
 
 
-def _run_one(plan: Plan, case: Case, device: str, key: str, pool) -> Tuple[CaseRecord, Dict[str, Capture]]:
-    mode = plan.tolerance_mode or getattr(case, "tolerance_mode", "table")
-    rec = CaseRecord(name=case.name, device=device, dtype=case.dtype, key=key, case=case.to_dict(),
+def _record(plan: Plan, case, o: Outcome, total: float) -> Tuple[CaseRecord, Dict[str, Capture]]:
+    c = o.comparison
+    pair = plan.engine.pair
+    rec = CaseRecord(name=case.name, device=c.device, dtype=case.dtype, key=c.key, case=case.to_dict(),
                      config=case.config.to_dict(), isolation=plan.isolation,
-                     tolerance_mode=mode if case.dtype == "float32" else "table")
-    kw = {"pool": pool} if pool is not None else {}
-    t0 = time.perf_counter()
-    try:
-        cr = run_mod.run_case(case, device=device, tolerances=plan.table, tolerance_mode=plan.tolerance_mode,
-                              noise_floor_k=plan.options.noise_floor_k, isolation=plan.isolation, **kw)
-    except Exception as exc:  # a crashing backend fails this case, not the report
-        log.error("case %s on %s raised %s: %s", case.name, device, type(exc).__name__, exc)
-        log.debug("traceback of case %s", case.name, exc_info=True)
-        rec.error = f"{type(exc).__name__}: {exc}"
-        rec.timings = {"total_s": time.perf_counter() - t0}
+                     tolerance_mode=c.meta.get("tolerance_mode", "table"),
+                     sides={"reference": pair.reference, "candidate": pair.candidate})
+    if o.result is None or o.error is not None:
+        log.error("case %s on %s: %s", case.name, c.device, o.error)
+        rec.error, rec.errors = o.error, list(o.errors)
+        rec.timings = {"total_s": total}
         return rec, {}
-    total = time.perf_counter() - t0
-    t = cr.timings
-    both = lambda k: t.get(f"reference_{k}", 0.0) + t.get(f"port_{k}", 0.0)  # noqa: E731
-    rec.timings = {"prepare_s": t.get("prepare_s", 0.0), "import_s": both("import_s"), "build_s": both("build_s"),
-                   "forward_s": both("forward_s"), "local_s": both("local_s"), "compare_s": t.get("compare_s", 0.0),
+    t = {f"{role}_{k}": v for role, jr in o.outputs.items() for k, v in jr.timings.items()}
+    both = lambda k: sum(v for name, v in t.items() if name.endswith("_" + k) and not name.startswith("local"))  # noqa: E731
+    rec.timings = {"prepare_s": o.timings.get("prepare_s", 0.0), "import_s": both("import_s"),
+                   "build_s": both("build_s"), "forward_s": both("forward_s"), "local_s": both("local_s"),
+                   "compare_s": o.timings.get("compare_s", 0.0),
                    "reference_forward_s": t.get("reference_forward_s", 0.0),
-                   "port_forward_s": t.get("port_forward_s", 0.0)}
+                   "candidate_forward_s": t.get("candidate_forward_s", 0.0)}
     rec.timings["other_s"] = max(total - sum(rec.timings[k] for k in ("prepare_s", "import_s", "build_s", "forward_s",
                                                                         "local_s", "compare_s")), 0.0)
     rec.timings["total_s"] = total
-    rec.result = cr.result
-    rec.tolerance_mode = cr.result.meta.get("tolerance_mode", rec.tolerance_mode)
-    captures = {"reference": cr.reference, "port": cr.port}
-    rec.backends = {"reference": _meta(cr.reference), "port": _meta(cr.port)}
-    if cr.local is not None:
-        captures["local"] = Capture(stages=cr.local, meta={"backend": "torch", "case": case.name, "kind": "local",
+    rec.result = o.result
+    ref, cand = o.outputs["reference"].capture, o.outputs["candidate"].capture
+    captures = {"reference": ref, "candidate": cand}
+    rec.backends = {"reference": _meta(ref), "candidate": _meta(cand)}
+    if o.local is not None:
+        captures["local"] = Capture(stages=o.local, meta={"side": pair.candidate, "case": case.name, "kind": "local",
                                                           "teacher": "reference", "dtype": case.dtype,
-                                                          "device": device})
-    if "reference_float32" in cr.extra:
-        captures["reference_float32"] = cr.extra["reference_float32"]
+                                                          "device": c.device})
+    if "reference_float32" in o.outputs:
+        captures["reference_float32"] = o.outputs["reference_float32"].capture
+    rec.captures = _capture_paths(c.key, rec.sides, captures)
     return rec, captures
 
 
@@ -219,47 +213,65 @@ def recheck_cases(plan: Plan, progress: Optional[Progress] = None,
 
 
 def _recheck_cases(plan: Plan, progress: Optional[Progress], writer: ArtifactWriter) -> List[CaseRecord]:
+    """One plan of stored nodes; the noise-floor decision is the engine's."""
     progress = progress or (lambda *a: None)
     records: List[CaseRecord] = []
     n = len(plan.source_cases)
+    engine = Engine(plan.engine.pair, isolation="inprocess")  # stored nodes only: nothing runs
+    eplan = engine.plan()
     for i, sc in enumerate(plan.source_cases):
         e = sc.entry
         device = e.get("device", "cpu")
         key = e.get("key") or hub_mod.case_key(e["name"], device)
-        progress("start", i, n, key)
         rec = CaseRecord(name=e["name"], device=device, dtype=e.get("dtype", "float32"), key=key,
                          case=dict(e.get("case") or {}), config=dict(e.get("config") or {}),
-                         isolation=e.get("isolation", "inprocess"))
+                         isolation=e.get("isolation", "inprocess"), sides=dict(sc.sides))
         if e.get("error"):
-            rec.error = e["error"]
+            rec.error, rec.errors = e["error"], list(e.get("errors") or [])
             rec.timings = {"total_s": 0.0}
             records.append(rec)
             progress("done", i, n, rec)
             continue
-        t0 = time.perf_counter()
-        loaded = {role: load_capture(path) for role, path in sc.files.items()}
-        load_s = time.perf_counter() - t0
-        t1 = time.perf_counter()
+        nodes = {role: eplan.add(Stored(role, Path(p))) for role, p in sc.files.items()}
         mode = plan.tolerance_mode or e.get("tolerance_mode", "table")
-        noise = mode == "noise_floor" and rec.dtype == "float32"
-        if noise:
-            reference = loaded["reference"]
-            tol = noise_floor_tolerances(loaded["reference"], loaded["reference_float32"], k=plan.options.noise_floor_k)
-        else:
-            reference = loaded.get("reference_float32", loaded["reference"])
+        if uses_noise_floor(mode, rec.dtype):
+            reference = nodes["reference"]
+            tol = NoiseFloor(nodes["reference"], nodes["reference_float32"], plan.options.noise_floor_k)
+        else:  # a source that ran under the noise floor holds the float32 reference too
+            reference = nodes.get("reference_float32", nodes["reference"])
             tol = plan.table
-        local = loaded["local"].stages if "local" in loaded else None
-        result = compare(reference, loaded["port"], tol, case=rec.name, dtype=rec.dtype, device=device, local=local)
-        result.meta["tolerance_mode"] = rec.tolerance_mode = "noise_floor" if noise else "table"
-        result.meta["isolation"] = rec.isolation
-        compare_s = time.perf_counter() - t1
-        rec.result = result
-        rec.backends = {"reference": _meta(reference), "port": _meta(loaded["port"])}
-        figs = {"reference": reference, "port": loaded["port"]}
-        copy = {role: str(p) for role, p in sc.files.items()}  # linked (or, in place, only listed)
-        rec.captures = _capture_paths(key, sc.files)
-        rec.timings = {"load_s": load_s, "compare_s": compare_s, "total_s": time.perf_counter() - t0}
-        rec.timings["total_s"] += writer.submit(_job(plan, rec, figs, copy, patch_grids=i == 0))
+        eplan.compare(Comparison(key=key, case=rec.name, dtype=rec.dtype, device=device, reference=reference,
+                                 candidate=nodes["candidate"], tolerance=tol, local=nodes.get("local"),
+                                 meta={"tolerance_mode": "noise_floor" if isinstance(tol, NoiseFloor) else "table",
+                                       "isolation": rec.isolation}, tag=(i, rec, sc)))
         records.append(rec)
+    clock = {"t": time.perf_counter()}
+
+    def started(c: Comparison) -> None:
+        progress("start", c.tag[0], n, c.key)
+
+    def decided(o: Outcome) -> None:
+        i, rec, sc = o.comparison.tag
+        if o.result is None:
+            rec.error, rec.errors = o.error, list(o.errors)
+        else:
+            rec.result = o.result
+            rec.tolerance_mode = o.result.meta["tolerance_mode"]
+            ref, cand = o.outputs[_role(o.comparison.reference)].capture, o.outputs["candidate"].capture
+            rec.backends = {"reference": _meta(ref), "candidate": _meta(cand)}
+            rec.captures = {role: f"{hub_mod.CAPTURES}/{rec.key}/{Path(p).name}" for role, p in sc.files.items()}
+            copy = {role: str(p) for role, p in sc.files.items()}  # linked (or, in place, only listed)
+            now = time.perf_counter()
+            load_s = sum(jr.timings.get("load_s", 0.0) for jr in o.outputs.values())
+            rec.timings = {"load_s": load_s, "compare_s": o.timings.get("compare_s", 0.0), "total_s": now - clock["t"]}
+            clock["t"] = now
+            rec.timings["total_s"] += writer.submit(_job(plan, rec, {"reference": ref, "candidate": cand}, copy,
+                                                         patch_grids=i == 0))
         progress("done", i, n, rec)
+
+    engine.run(eplan, on_outcome=decided, on_start=started)
     return records
+
+
+def _role(key: str) -> str:
+    return key.split(":", 2)[1]

@@ -73,10 +73,19 @@ CASE = _obj({
     "problems": {"type": "array", "items": {"type": "string"}},
     "tolerance_mode": {"enum": ["table", "noise_floor"]},
     "isolation": {"enum": ["inprocess", "workers", "subprocess"]},
-    "captures": {"type": "object", "additionalProperties": {"type": "string"}},
+    "captures": {"type": "object", "additionalProperties": {"type": "string"},
+                 "propertyNames": {"enum": ["reference", "candidate", "local", "reference_float32"]}},
     "figures": {"type": "object"},
     "drift_flagged": {"type": "integer", "minimum": 0},
+    "sides": _obj({"reference": {"type": "string"}, "candidate": {"type": "string"}}),
+    "errors": {"type": "array", "items": _obj({"side": {"type": "string"}, "job": {"type": "string"},
+                                               "kind": {"enum": ["error", "crash", "timeout", "unavailable"]},
+                                               "reason": {"type": "string"},
+                                               "tail": {"type": "array", "items": {"type": "string"}}})},
 })
+
+PAIR = _obj({"name": {"type": "string"}, "reference": {"type": "string"}, "candidate": {"type": "string"},
+             "stages": {"type": "array", "items": {"type": "string"}}}, {"description": {"type": "string"}})
 
 DEVICE = _obj({"device": {"type": "string"}, "status": {"enum": ["available", "unavailable"]},
                "reason": STR_OR_NULL, "verdict": {"enum": ["pass", "fail", None]},
@@ -86,7 +95,7 @@ DEVICE = _obj({"device": {"type": "string"}, "status": {"enum": ["available", "u
 PROVENANCE = _obj({
     "python": {"type": "string"}, "numpy": {"type": "string"}, "tensorflow": STR_OR_NULL, "torch": STR_OR_NULL,
     "cuda": {"type": "object"}, "devices": {"type": "array", "items": DEVICE},
-    "determinism": _obj({"tf": {"type": "object"}, "torch": {"type": "object"}}),
+    "determinism": {"type": "object", "additionalProperties": {"type": "object"}},  # side -> flags
     "fixture_hashes": {"type": "object"},
     "git": {"anyOf": [{"type": "null"}, _obj({"commit": {"type": "string"}}, {"dirty": {"type": ["boolean", "null"]}})]},
     "tolerance_mode": {"enum": ["table", "noise_floor", "per_case"]},
@@ -119,6 +128,7 @@ REPORT_SCHEMA: Dict[str, Any] = {
         "verdict_reasons": {"type": "array", "items": {"type": "string"}},
         "created": {"type": "string", "pattern": r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$"},
         "mode": {"enum": ["run", "recheck"]},
+        "pair": PAIR,
         "provenance": PROVENANCE,
         "config": {"type": "object"},
         "tolerances": _obj({"mode": {"enum": ["table", "noise_floor", "per_case"]}, "path": {"type": "string"},

@@ -1,18 +1,16 @@
-"""PyTorch port adapter (named pyt so nothing shadows the real ``torch`` package).
-
-The port is natively channels-first, so no layout conversion happens here.
-"""
+"""The ``torch_impl`` side: our PyTorch port, natively channels-first (no layout conversion)."""
 from __future__ import annotations
 
 from typing import Dict, Mapping
 
 import numpy as np
 
-from .base import Adapter
+from .base import ForwardError, Side
 
 
-class TorchAdapter(Adapter):
-    name = "torch"
+class TorchImpl(Side):
+    name = "torch_impl"
+    framework = "torch"
 
     def versions(self) -> Dict[str, str]:
         import torch
@@ -56,7 +54,11 @@ class TorchAdapter(Adapter):
 
     def forward(self, model, inputs: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
         taps: dict = {}
-        model.forward(inputs["diffraction"], inputs["offsets"], inputs["probe_raw"], taps=taps)
+        try:
+            model.forward(inputs["diffraction"], inputs["offsets"], inputs["probe_raw"], taps=taps)
+        except Exception as exc:
+            raise ForwardError(f"{type(exc).__name__}: {exc}",
+                               {name: t.detach().cpu().numpy() for name, t in taps.items()}) from exc
         return {name: t.detach().cpu().numpy() for name, t in taps.items()}
 
     def run_stage(self, model, name: str, env: Mapping[str, np.ndarray]) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""TensorFlow reference adapter: channels-last inside, canonical outside (via parity.layouts)."""
+"""The ``reference_tf`` side: our TensorFlow reference, channels-last inside, canonical outside
+(via parity.layouts)."""
 from __future__ import annotations
 
 import os
@@ -7,7 +8,7 @@ from typing import Dict, Mapping
 import numpy as np
 
 from .. import layouts
-from .base import Adapter
+from .base import ForwardError, Side
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -19,8 +20,9 @@ def _tf():
     return tf
 
 
-class TFAdapter(Adapter):
-    name = "tf"
+class ReferenceTF(Side):
+    name = "reference_tf"
+    framework = "tensorflow"
 
     def versions(self) -> Dict[str, str]:
         tf = _tf()
@@ -74,8 +76,12 @@ class TFAdapter(Adapter):
     def forward(self, model, inputs: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
         taps: dict = {}
         native = {k: layouts.canonical_to_tf(k, inputs[k]) for k in ("diffraction", "offsets", "probe_raw")}
-        with self._device_scope(model._parity_device):
-            model.forward(native["diffraction"], native["offsets"], native["probe_raw"], taps=taps)
+        try:
+            with self._device_scope(model._parity_device):
+                model.forward(native["diffraction"], native["offsets"], native["probe_raw"], taps=taps)
+        except Exception as exc:
+            done = {name: layouts.tf_to_canonical(name, t.numpy()) for name, t in taps.items()}
+            raise ForwardError(f"{type(exc).__name__}: {exc}", done) from exc
         return {name: layouts.tf_to_canonical(name, t.numpy()) for name, t in taps.items()}
 
     def run_stage(self, model, name: str, env: Mapping[str, np.ndarray]) -> np.ndarray:

@@ -1,0 +1,515 @@
+"""The engine: a run is a plan of jobs and the comparisons between their captures.
+
+A :class:`Plan` holds *nodes* and *comparisons*. A node is a :class:`Run` (one side, one case,
+dtype, device, faults, and optionally a teacher: the node whose stages it is teacher-forced
+with) or a :class:`Stored` capture file (a recheck runs no model). A :class:`Comparison` names
+the reference node, the candidate node, where the local (teacher-forced) stages come from and
+the tolerances: a tolerance table, or a :class:`NoiseFloor` (the reference side's own float32
+error against its float64 run, times k). Node keys are built from their content, so two
+comparisons that need the same run (the self-test's faults and its clean run share one
+reference) share one node.
+
+:class:`Engine` executes a plan on one executor: in this process, or in the worker pool
+(:mod:`parity.pool`, several sides busy at once), and hands over one :class:`Outcome` per
+comparison, in plan order, as soon as it is decided. A node that fails (an error, a crash, a
+timeout) fails the comparisons that use it, with the side, the job and the reason; the rest of
+the plan still runs.
+
+Everything that runs sides builds a plan: :func:`parity.run.run_case`, the device matrix, the
+self-test (clean run, faults, false-alarm seeds), noise-floor runs and the report's recheck.
+The noise-floor decision is :func:`uses_noise_floor`; teacher forcing is a node's ``teacher``.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+from .capture import load_capture
+from .compare import CaseResult, compare
+from .jobs import Job, JobResult, execute, weights_digest
+from .pairs import Pair, resolve_pair
+from .pool import DEFAULT_JOB_TIMEOUT, JobError, WorkerPool
+from .sides import SideUnavailable
+from .tolerances import NOISE_FLOOR_K, ToleranceTable, noise_floor_tolerances
+
+log = logging.getLogger(__name__)
+
+ISOLATIONS = ("inprocess", "workers", "subprocess")
+TOLERANCE_MODES = ("table", "noise_floor")
+
+
+def uses_noise_floor(mode: Optional[str], dtype: str) -> bool:
+    """The one noise-floor decision: noise_floor mode applies to float32 cases only (a float64
+    case is its own oracle and is judged by the table)."""
+    if mode is not None and mode not in TOLERANCE_MODES:
+        raise ValueError(f"tolerance_mode={mode!r}; expected one of {list(TOLERANCE_MODES)}")
+    return mode == "noise_floor" and dtype == "float32"
+
+
+# ------------------------------------------------------------------------------------ plan
+@dataclass(frozen=True)
+class Run:
+    """One job of a plan: ``side`` runs ``case`` (a case object of the pair) in ``dtype`` on
+    ``device`` with ``faults``; ``teacher``: key of the node whose stages teach this run."""
+
+    role: str
+    side: str
+    case: Any
+    dtype: str
+    device: str = "cpu"
+    faults: Tuple[str, ...] = ()
+    teacher: Optional[str] = None
+    allow_tf32: bool = False
+    repeats: int = 1
+
+    @property
+    def key(self) -> str:
+        k = f"{self.role}:{self.side}/{self.case.name}/{self.dtype}/{self.device}"
+        if self.allow_tf32:
+            k += "+tf32"
+        if self.faults:
+            k += "+" + "+".join(self.faults)
+        if self.teacher:
+            k += f"<{self.teacher}>"
+        return k
+
+    @property
+    def label(self) -> str:
+        extra = f" faults {','.join(self.faults)}" if self.faults else ""
+        return f"{self.role} {self.case.name} {self.dtype} {self.device}{' tf32' if self.allow_tf32 else ''}{extra}"
+
+    @property
+    def deps(self) -> Tuple[str, ...]:
+        return (self.teacher,) if self.teacher else ()
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A capture read from a file (a recheck): ``role`` names it in the outcome."""
+
+    role: str
+    path: Path
+
+    @property
+    def key(self) -> str:
+        return f"stored:{self.role}:{self.path}"
+
+    @property
+    def label(self) -> str:
+        return f"stored {self.role} capture {self.path}"
+
+    deps: Tuple[str, ...] = ()
+
+
+Node = Union[Run, Stored]
+
+
+@dataclass(frozen=True)
+class NoiseFloor:
+    """Tolerances from the reference side's own float32 error against its float64 run."""
+
+    oracle: str  # node key of the float64 run
+    float32: str  # node key of the float32 run
+    k: float = NOISE_FLOOR_K
+
+
+@dataclass
+class Comparison:
+    """Compare node ``candidate`` against node ``reference``; ``local``: the node whose local
+    (teacher-forced) stages label root causes (the candidate run: its ``local``; a stored node:
+    its stages); ``tolerance``: a ToleranceTable, ``{stage: Tolerance}`` or a NoiseFloor."""
+
+    key: str
+    case: str
+    dtype: str
+    device: str
+    reference: str
+    candidate: str
+    tolerance: Any
+    local: Optional[str] = None
+    extra: Tuple[str, ...] = ()  # further nodes the outcome carries (e.g. the float32 reference)
+    meta: Dict[str, Any] = field(default_factory=dict)  # copied into result.meta
+    tag: Any = None  # the caller's
+
+    @property
+    def nodes(self) -> Tuple[str, ...]:
+        keys = [self.reference, self.candidate, *self.extra]
+        if isinstance(self.tolerance, NoiseFloor):
+            keys += [self.tolerance.oracle, self.tolerance.float32]
+        if self.local:
+            keys.append(self.local)
+        return tuple(dict.fromkeys(keys))
+
+
+@dataclass
+class Plan:
+    pair: Pair
+    nodes: "OrderedDict[str, Node]" = field(default_factory=OrderedDict)
+    comparisons: List[Comparison] = field(default_factory=list)
+
+    def add(self, node: Node) -> str:
+        self.nodes.setdefault(node.key, node)
+        return node.key
+
+    def compare(self, comparison: Comparison) -> Comparison:
+        missing = [k for k in comparison.nodes if k not in self.nodes]
+        if missing:
+            raise ValueError(f"comparison {comparison.key}: unknown node(s) {missing}")
+        self.comparisons.append(comparison)
+        return comparison
+
+    def add_case(self, case, *, device: str = "cpu", tolerances: Any, tolerance_mode: Optional[str] = None,
+                 noise_floor_k: float = NOISE_FLOOR_K, teacher_forcing: bool = True, faults: Sequence[str] = (),
+                 reference_faults: Sequence[str] = (), key: Optional[str] = None, tag: Any = None,
+                 meta: Optional[Dict[str, Any]] = None) -> Comparison:
+        """The comparison of one case: the reference side's run (or, under the noise floor, its
+        float64 and float32 runs) and the candidate side's run, teacher-forced with the
+        reference it is compared against."""
+        mode = tolerance_mode or getattr(case, "tolerance_mode", "table")
+        noise = uses_noise_floor(mode, case.dtype)
+        ref_side, cand_side = self.pair.reference, self.pair.candidate
+        rf = tuple(reference_faults)
+        if noise:
+            oracle = self.add(Run("reference", ref_side, case, "float64", "cpu" if device == "cpu" else device, rf))
+            ref32 = self.add(Run("reference_float32", ref_side, case, "float32", device, rf))
+            reference, tol, extra = oracle, NoiseFloor(oracle, ref32, noise_floor_k), (ref32,)
+        else:
+            reference = self.add(Run("reference", ref_side, case, case.dtype, device, rf))
+            tol, extra = tolerances, ()
+        candidate = self.add(Run("candidate", cand_side, case, case.dtype, device, tuple(faults),
+                                 reference if teacher_forcing else None))
+        info = {"tolerance_mode": "noise_floor" if noise else "table", "faults": list(faults),
+                "pair": self.pair.spec, **(meta or {})}
+        return self.compare(Comparison(key=key or case.name, case=case.name, dtype=case.dtype, device=device,
+                                       reference=reference, candidate=candidate, tolerance=tol,
+                                       local=candidate if teacher_forcing else None, extra=extra, meta=info,
+                                       tag=tag))
+
+
+@dataclass
+class Outcome:
+    """A decided comparison: ``result`` (None when a node failed: then ``error`` says which
+    side, job and why, and ``exception`` is the original), and the nodes' outputs by role."""
+
+    comparison: Comparison
+    result: Optional[CaseResult]
+    outputs: Dict[str, JobResult]  # role -> output ("reference", "candidate", "reference_float32", ...)
+    error: Optional[str] = None
+    exception: Optional[BaseException] = None
+    errors: List[Dict[str, Any]] = field(default_factory=list)  # JobError.to_dict() of each failed node
+    timings: Dict[str, float] = field(default_factory=dict)
+
+    @property
+    def local(self) -> Optional[Dict[str, Any]]:
+        c = self.comparison
+        if c.local is None:
+            return None
+        out = self.outputs.get(_role_of(c, c.local))
+        if out is None:
+            return None
+        return out.local if c.local == c.candidate else out.capture.stages
+
+    def __bool__(self) -> bool:
+        return self.result is not None and bool(self.result)
+
+
+def _role_of(c: Comparison, key: str) -> str:
+    return key.split(":", 2)[1] if key.startswith("stored:") else key.split(":", 1)[0]
+
+
+# ------------------------------------------------------------------------------------ executors
+class InProcess:
+    """Runs each job in this process when it is submitted (what monkeypatching tests need)."""
+
+    def __init__(self) -> None:
+        self._done: List[Tuple[str, Any]] = []
+
+    def can_take(self, job: Job) -> bool:
+        return True
+
+    def submit(self, job: Job, tag: str, teacher_file=None) -> None:
+        t0 = time.perf_counter()
+        try:
+            out: Any = execute(job)
+        except Exception as exc:  # noqa: BLE001 - the node fails, the plan goes on
+            kind = "unavailable" if isinstance(exc, SideUnavailable) else "error"
+            err = JobError(job.side, job.label, kind, f"{type(exc).__name__}: {exc}")
+            err.original = exc
+            out = err
+        self._done.append((tag, out))
+        log.debug("job %s: %.2f s", job.label, time.perf_counter() - t0)
+
+    def wait(self) -> List[Tuple[str, Any]]:
+        done, self._done = self._done, []
+        return done
+
+    def close(self) -> None:
+        pass
+
+
+class Pooled:
+    """Runs jobs in a :class:`WorkerPool`: one worker per side and device, several at once."""
+
+    def __init__(self, pool: WorkerPool):
+        self.pool = pool
+
+    def can_take(self, job: Job) -> bool:
+        return not self.pool.busy(job)
+
+    def submit(self, job: Job, tag: str, teacher_file=None) -> None:
+        self.pool.submit(job, tag, teacher_file=teacher_file)
+
+    def wait(self) -> List[Tuple[str, Any]]:
+        return [(t.tag, out) for t, out in self.pool.wait()]
+
+    def close(self) -> None:
+        pass
+
+
+# ------------------------------------------------------------------------------------ engine
+class Engine:
+    """Executes plans of one pair. ``isolation``: "inprocess", "workers" (one long-lived worker
+    per side, shared by every plan this engine runs) or "subprocess" (a fresh worker per job).
+    ``pool``: an existing WorkerPool to use (not closed by :meth:`close`). ``lookahead``: how
+    many undecided comparisons may have jobs in flight (bounds the captures held in memory)."""
+
+    def __init__(self, pair: Optional[Pair] = None, *, isolation: str = "inprocess",
+                 pool: Optional[WorkerPool] = None, job_timeout: Optional[float] = DEFAULT_JOB_TIMEOUT,
+                 lookahead: int = 2):
+        if isolation not in ISOLATIONS:
+            raise ValueError(f"isolation={isolation!r}; expected one of {list(ISOLATIONS)}")
+        self.pair = pair if pair is not None else resolve_pair(None)
+        self.isolation = isolation
+        self.lookahead = max(1, int(lookahead))
+        self.job_timeout = job_timeout
+        self._pool = pool
+        self._own_pool: Optional[WorkerPool] = None
+        self._executor: Any = InProcess() if isolation == "inprocess" else None
+
+    @property
+    def pool(self) -> Optional[WorkerPool]:
+        """The worker pool (started on first use; None in process)."""
+        if self.isolation == "inprocess":
+            return None
+        if self._pool is None:
+            self._pool = self._own_pool = WorkerPool(job_timeout=self.job_timeout,
+                                                     fresh=self.isolation == "subprocess")
+        return self._pool
+
+    @property
+    def executor(self) -> Any:
+        if self._executor is None:
+            self._executor = Pooled(self.pool)
+        return self._executor
+
+    def plan(self) -> Plan:
+        return Plan(pair=self.pair)
+
+    def devices(self) -> Dict[str, Dict[str, str]]:
+        """side -> {device: description} for both sides of the pair, asked where the sides run
+        (in this process, or of their workers); a side that cannot be asked holds
+        ``{"__error__": reason}``."""
+        from .sides import get_side, side_target
+
+        out: Dict[str, Dict[str, str]] = {}
+        for side in dict.fromkeys((self.pair.reference, self.pair.candidate)):
+            try:
+                if self.pool is None:
+                    out[side] = get_side(side).devices()
+                else:
+                    out[side] = self.pool.devices(side, side_target(side))
+            except Exception as exc:  # noqa: BLE001 - a side that cannot be imported sees no device
+                out[side] = {"__error__": f"{type(exc).__name__}: {exc}"}
+        return out
+
+    def close(self, wait: bool = True) -> None:
+        if self._own_pool is not None:
+            self._own_pool.close(wait=wait)
+            self._own_pool = self._pool = None
+            self._executor = None
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ running a plan
+    def run(self, plan: Plan, on_outcome: Optional[Callable[[Outcome], None]] = None,
+            on_start: Optional[Callable[[Comparison], None]] = None) -> List[Outcome]:
+        """Execute ``plan``; return the outcomes in plan order (also handed to ``on_outcome``
+        one by one, in plan order, as each is decided)."""
+        state = _State(self, plan)
+        outcomes: List[Outcome] = []
+        pending = list(plan.comparisons)
+        started = set()
+        while pending:
+            while pending and state.decided(pending[0]):
+                out = state.outcome(pending.pop(0))
+                outcomes.append(out)
+                if on_outcome is not None:
+                    on_outcome(out)
+            if not pending:
+                break
+            for c in pending[: self.lookahead]:
+                for key in c.nodes:
+                    if state.dispatch(key) and c.key not in started:
+                        started.add(c.key)
+                        if on_start is not None:
+                            on_start(c)
+            if not state.running and not any(state.decided(c) for c in pending[: self.lookahead]):
+                for c in pending[: self.lookahead]:  # nothing can move: fail what waits on a lost node
+                    for key in c.nodes:
+                        state.fail_blocked(key)
+                continue
+            state.collect()
+        return outcomes
+
+
+class _State:
+    """Book-keeping of one plan execution: node outputs, failures, prepared cases."""
+
+    def __init__(self, engine: Engine, plan: Plan):
+        self.engine, self.plan = engine, plan
+        self.outputs: Dict[str, JobResult] = {}
+        self.failed: Dict[str, JobError] = {}
+        self.running: Dict[str, float] = {}
+        self._prepared: "OrderedDict[str, tuple]" = OrderedDict()
+        self.prepare_s: Dict[str, float] = {}
+        self._users: Dict[str, int] = {}
+        for c in plan.comparisons:
+            for k in c.nodes:
+                self._users[k] = self._users.get(k, 0) + 1
+        for node in plan.nodes.values():
+            for d in node.deps:
+                self._users[d] = self._users.get(d, 0) + 1
+
+    def finished(self, key: str) -> bool:
+        return key in self.outputs or key in self.failed
+
+    def decided(self, c: Comparison) -> bool:
+        return all(self.finished(k) for k in c.nodes)
+
+    def _prepare(self, case) -> tuple:
+        name = case.name
+        if name not in self._prepared:
+            t0 = time.perf_counter()
+            config, weights, inputs = self.plan.pair.prepare(case)
+            self.prepare_s[name] = self.prepare_s.get(name, 0.0) + time.perf_counter() - t0
+            self._prepared[name] = (config, weights, inputs, weights_digest(weights))
+            while len(self._prepared) > 4:
+                self._prepared.popitem(last=False)
+        return self._prepared[name]
+
+    def dispatch(self, key: str) -> bool:
+        """Start node ``key`` if it is waiting and can start now; True when it was started."""
+        if self.finished(key) or key in self.running:
+            return False
+        node = self.plan.nodes[key]
+        for d in node.deps:
+            self.dispatch(d)
+            if d in self.failed:
+                self.failed[key] = JobError(node.side, node.label, "error",
+                                            f"not run: the run it is teacher-forced from failed ({self.failed[d].reason})")
+                return False
+            if d not in self.outputs:
+                return False
+        if isinstance(node, Stored):
+            try:
+                t0 = time.perf_counter()
+                cap = load_capture(node.path)
+                self.outputs[key] = JobResult(capture=cap, timings={"load_s": time.perf_counter() - t0},
+                                              file=Path(node.path))
+            except Exception as exc:  # noqa: BLE001
+                err = JobError("stored", node.label, "error", f"{type(exc).__name__}: {exc}")
+                err.original = exc
+                self.failed[key] = err
+            return True
+        try:
+            config, weights, inputs, wid = self._prepare(node.case)
+        except Exception as exc:  # noqa: BLE001 - e.g. a fixture that fails its checksum
+            err = JobError(node.side, node.label, "error", f"{type(exc).__name__}: {exc}")
+            err.original = exc
+            self.failed[key] = err
+            return True
+        teacher = self.outputs[node.teacher] if node.teacher else None
+        job = Job(side=node.side, config=config, weights=weights, inputs=inputs, dtype=node.dtype,
+                  device=node.device, case=node.case.name, teacher=teacher.capture.stages if teacher else None,
+                  repeats=node.repeats, faults=node.faults, allow_tf32=node.allow_tf32,
+                  graph=self.plan.pair.graph, weights_id=wid, label=f"{node.label} ({node.side})")
+        ex = self.engine.executor
+        if not ex.can_take(job):
+            return False
+        self.running[key] = time.perf_counter()
+        ex.submit(job, key, teacher_file=teacher.file if teacher else None)
+        if isinstance(ex, InProcess):
+            self.collect()
+        return True
+
+    def collect(self) -> None:
+        for key, out in self.engine.executor.wait():
+            self.running.pop(key, None)
+            if isinstance(out, JobError):
+                log.error("%s", out)
+                self.failed[key] = out
+            else:
+                self.outputs[key] = out
+
+    def fail_blocked(self, key: str) -> None:
+        if not self.finished(key) and key not in self.running:
+            node = self.plan.nodes[key]
+            self.failed[key] = JobError(getattr(node, "side", "?"), node.label, "error", "not run: a run it needs failed")
+
+    def _release(self, key: str) -> None:
+        """One user of ``key`` is done; the last one drops its output, and then the node
+        releases its own teacher."""
+        self._users[key] -= 1
+        if self._users[key] <= 0:
+            self.outputs.pop(key, None)
+            for d in getattr(self.plan.nodes.get(key), "deps", ()):
+                self._release(d)
+
+    def outcome(self, c: Comparison) -> Outcome:
+        roles = {}
+        for key in c.nodes:
+            if key in self.outputs:
+                roles[_role_of(c, key)] = self.outputs[key]
+        failed = [self.failed[k] for k in c.nodes if k in self.failed]
+        out = Outcome(comparison=c, result=None, outputs=roles)
+        out.timings["prepare_s"] = self.prepare_s.get(c.case, 0.0)
+        if failed:
+            first = failed[0]
+            out.error = str(first)
+            out.exception = getattr(first, "original", first)
+            out.errors = [e.to_dict() for e in failed]
+        else:
+            crashed = [(k, self.outputs[k]) for k in c.nodes if self.outputs[k].crash]
+            t0 = time.perf_counter()
+            ref, cand = self.outputs[c.reference], self.outputs[c.candidate]
+            try:
+                tol = self._tolerance(c)
+                local = out.local
+                out.result = compare(ref.capture, cand.capture, tol, case=c.case, dtype=c.dtype, device=c.device,
+                                     local=local, stages=self.plan.pair.stage_names)
+                out.result.meta.update(c.meta)
+            except Exception as exc:  # noqa: BLE001 - e.g. a noise floor from non-finite runs
+                out.error, out.exception = f"{type(exc).__name__}: {exc}", exc
+            out.timings["compare_s"] = time.perf_counter() - t0
+            if crashed and out.error is None:
+                k, o = crashed[0]
+                node = self.plan.nodes[k]
+                out.error = f"side {node.side}, job {node.label!r}: the forward raised at stage {o.crash}"
+                out.errors = [{"side": node.side, "job": node.label, "kind": "error", "reason": o.crash, "tail": []}]
+        for key in c.nodes:
+            self._release(key)
+        return out
+
+    def _tolerance(self, c: Comparison):
+        tol = c.tolerance
+        if isinstance(tol, NoiseFloor):
+            return noise_floor_tolerances(self.outputs[tol.oracle].capture, self.outputs[tol.float32].capture, k=tol.k)
+        return tol

@@ -1,0 +1,181 @@
+"""Jobs: one side, one batch of one case, one capture; :func:`execute` runs one.
+
+A :class:`Job` is everything a side needs to run one batch: the side (registry name and import
+target), the model config (plain dict), the neutral weight set, the canonical batch inputs,
+dtype and device, and optionally a *teacher*: another run's canonical stages, from whose inputs
+every stage is computed again (local error). The stage graph (stage -> the stages or batch
+inputs it is computed from) comes from the pair, so teacher forcing works for any stage list.
+
+:func:`execute` is the single place that runs a job: in this process, and in the worker
+processes of :mod:`parity.pool` (``python -m parity.worker``), so every isolation mode runs
+identical code. Built models are kept in a small cache keyed by side, config, weight-set
+digest, dtype, device and faults, so a worker that runs the same model again (fault
+self-test, false-alarm seeds) builds it once.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import numpy as np
+
+from .capture import Capture
+from .sides import ForwardError, SideUnavailable, load_side_class, side_target
+
+StageGraph = Tuple[Tuple[str, Tuple[str, ...]], ...]
+
+
+def builtin_graph() -> StageGraph:
+    from .stages import STAGES
+
+    return tuple((s.name, tuple(s.inputs)) for s in STAGES)
+
+
+@dataclass
+class Job:
+    side: str  # registry name, e.g. "torch_impl"
+    config: Dict[str, object]
+    weights: Mapping[str, np.ndarray]
+    inputs: Mapping[str, np.ndarray]  # canonical batch inputs
+    dtype: str = "float32"
+    device: str = "cpu"
+    case: str = ""
+    teacher: Optional[Mapping[str, np.ndarray]] = None  # canonical stages of another run
+    repeats: int = 1  # forward passes to time (the first is the capture)
+    faults: Tuple[str, ...] = ()  # parity.faults names injected while the job runs
+    allow_tf32: bool = False  # TF32 matmuls/convolutions on a GPU (off unless asked for)
+    target: str = ""  # "module:Class" of the side ("" -> looked up in the registry)
+    graph: StageGraph = ()  # (stage, inputs) in pipeline order ("" -> the built-in stages)
+    weights_id: str = ""  # digest of the weight set ("" -> computed when needed)
+    label: str = ""  # how errors and logs name this job, e.g. "reference n64_g2 float64 cpu"
+
+    def __post_init__(self) -> None:
+        self.target = self.target or side_target(self.side)
+        self.graph = tuple(self.graph) or builtin_graph()
+        self.faults = tuple(self.faults)
+        self.label = self.label or f"{self.side} {self.case} {self.dtype} {self.device}".strip()
+
+
+@dataclass
+class JobResult:
+    capture: Capture
+    local: Optional[Dict[str, np.ndarray]] = None  # stage -> output fed with teacher inputs
+    timings: Dict[str, float] = field(default_factory=dict)
+    crash: Optional[str] = None  # "<stage>: <error>" when the forward failed part-way
+    file: Optional[Path] = None  # where a worker wrote the capture (a later job's teacher reads it)
+
+
+def weights_digest(weights: Mapping[str, np.ndarray]) -> str:
+    """sha256 over names, dtypes, shapes and bytes of a weight set (order-independent)."""
+    h = hashlib.sha256()
+    for name in sorted(weights):
+        a = np.ascontiguousarray(weights[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}\n".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:32]
+
+
+_MODELS: "OrderedDict[tuple, Any]" = OrderedDict()
+MODEL_CACHE_SIZE = 4
+
+
+def clear_model_cache() -> None:
+    _MODELS.clear()
+
+
+def _model(side, job: Job) -> Tuple[Any, bool]:
+    key = (job.target, json.dumps(job.config, sort_keys=True, default=str), job.weights_id, job.dtype, job.device,
+           job.faults)
+    if job.weights_id and key in _MODELS:
+        _MODELS.move_to_end(key)
+        return _MODELS[key], True
+    model = side.build(job.config, job.weights, job.dtype, job.device)
+    if job.weights_id:
+        _MODELS[key] = model
+        while len(_MODELS) > MODEL_CACHE_SIZE:
+            _MODELS.popitem(last=False)
+    return model, False
+
+
+def execute(job: Job) -> JobResult:
+    """Build (or reuse), run and teacher-force one job; the same code in every isolation mode."""
+    if job.faults:
+        from .faults import inject_all
+
+        with inject_all(job.faults):
+            return _execute(job)
+    return _execute(job)
+
+
+def _execute(job: Job) -> JobResult:
+    timings: Dict[str, float] = {}
+    t0 = time.perf_counter()
+    side = load_side_class(job.target)()
+    try:
+        versions = side.versions()  # the first framework import
+    except ImportError as exc:
+        raise SideUnavailable(f"side {job.side!r} is not installed: {exc}") from None
+    timings["import_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    model, cached = _model(side, job)
+    side.set_tf32(job.allow_tf32)  # after build: building resets the flags to deterministic defaults
+    timings["build_s"] = time.perf_counter() - t0
+
+    forward_times = []
+    captured = None
+    crash = None
+    for _ in range(max(1, job.repeats)):
+        t0 = time.perf_counter()
+        try:
+            out = side.forward(model, job.inputs)
+        except ForwardError as exc:
+            forward_times.append(time.perf_counter() - t0)
+            failed = next((name for name, _ in job.graph if name not in exc.stages), "forward")
+            captured, crash = exc.stages, f"{failed}: {exc}"
+            break
+        forward_times.append(time.perf_counter() - t0)
+        captured = captured if captured is not None else out
+    timings["forward_s"] = forward_times[0]
+    if len(forward_times) > 1:
+        timings["forward_warm_median_s"] = float(np.median(forward_times[1:]))
+
+    local = None
+    local_errors: Dict[str, str] = {}
+    if job.teacher is not None and side.supports_teacher:
+        t0 = time.perf_counter()
+        env_all = {**job.inputs, **job.teacher}
+        local = {}
+        for name, inputs in job.graph:
+            if all(k in env_all for k in inputs):
+                try:
+                    local[name] = side.run_stage(model, name, {k: env_all[k] for k in inputs})
+                except Exception as exc:  # e.g. the teacher's canvas does not fit this side's shape
+                    local_errors[name] = f"{type(exc).__name__}: {exc}"
+        timings["local_s"] = time.perf_counter() - t0
+
+    meta = {
+        "side": job.side,
+        "framework": side.framework,
+        "backend": job.side,  # what CaseResult.backends reports per role
+        "case": job.case,
+        "dtype": job.dtype,
+        "device": job.device,
+        "config": dict(job.config),
+        "versions": versions,
+        "determinism": side.determinism_flags(),
+        "timings": timings,
+        "wall_time_s": timings["forward_s"],
+        "faults": list(job.faults),
+        "allow_tf32": job.allow_tf32,
+        "local_errors": local_errors,
+        "model_cached": cached,
+    }
+    if crash is not None:
+        meta["crash"] = crash
+    return JobResult(capture=Capture(stages=captured, meta=meta), local=local, timings=timings, crash=crash)

@@ -1,0 +1,139 @@
+"""Pairs: a reference side and a candidate side plus what they share.
+
+What the two sides of a pair share: the stage list (names, canonical shapes, the inputs each
+stage is computed from), the cases and suites, and the input preparation (a case -> config
+dict, neutral weights, canonical batch inputs). Which side plays which role is the pair's
+choice: any registered side may be the reference or the candidate, and one side may play
+both (a side against itself must agree with itself exactly on a CPU).
+
+``resolve_pair(None)`` is the default pair ``reference_tf:torch_impl``; ``resolve_pair("A:B")``
+is the built-in pair with side A as the reference and side B as the candidate.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Dict, Optional, Tuple
+
+from . import sides as side_registry
+from .stages import Stage
+
+DEFAULT_PAIR = "reference_tf:torch_impl"
+
+
+class PairError(ValueError):
+    """A pair that cannot be formed (unknown side, disagreeing stage lists); one line."""
+
+
+@dataclass(frozen=True)
+class Pair:
+    """``reference`` and ``candidate`` are side names; ``stages`` the shared stage list;
+    ``cases``: an object with ``get_case(name)``, ``suite(name)``, ``SUITES``, ``CASES`` and
+    ``prepare(case) -> (config dict, weights, inputs)`` (the built-in pair: :mod:`parity.cases`)."""
+
+    name: str
+    reference: str
+    candidate: str
+    stages: Tuple[Stage, ...]
+    cases: Any = field(compare=False, repr=False)
+    description: str = ""
+
+    @property
+    def stage_names(self) -> Tuple[str, ...]:
+        return tuple(s.name for s in self.stages)
+
+    @property
+    def graph(self) -> Tuple[Tuple[str, Tuple[str, ...]], ...]:
+        """(stage, inputs) in pipeline order: what teacher forcing iterates over."""
+        return tuple((s.name, tuple(s.inputs)) for s in self.stages)
+
+    @property
+    def spec(self) -> str:
+        return f"{self.reference}:{self.candidate}"
+
+    def side(self, role: str) -> str:
+        if role not in ("reference", "candidate"):
+            raise ValueError(f"role {role!r}; expected 'reference' or 'candidate'")
+        return self.reference if role == "reference" else self.candidate
+
+    def prepare(self, case):
+        return self.cases.prepare(case)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"name": self.name, "reference": self.reference, "candidate": self.candidate,
+                "stages": list(self.stage_names), "description": self.description}
+
+    def with_sides(self, reference: str, candidate: str) -> "Pair":
+        return check_pair(replace(self, name=f"{reference}:{candidate}", reference=reference, candidate=candidate))
+
+
+def _stage_list_of(side: str, pair_stages: Tuple[str, ...]) -> Tuple[str, ...]:
+    declared = side_registry.side_class(side).stages
+    return pair_stages if declared is None else tuple(declared)
+
+
+def check_pair(pair: Pair) -> Pair:
+    """Raise PairError unless both sides exist and emit exactly the pair's stage list."""
+    names = pair.stage_names
+    lists = {}
+    for side in (pair.reference, pair.candidate):
+        try:
+            lists[side] = _stage_list_of(side, names)
+        except side_registry.UnknownSide as exc:
+            raise PairError(str(exc)) from None
+    ref, cand = lists[pair.reference], lists[pair.candidate]
+    if ref != cand:
+        only_ref = [s for s in ref if s not in cand]
+        only_cand = [s for s in cand if s not in ref]
+        detail = []
+        if only_ref:
+            detail.append(f"only {pair.reference} has {only_ref}")
+        if only_cand:
+            detail.append(f"only {pair.candidate} has {only_cand}")
+        if not detail:
+            detail.append("the same stages in another order")
+        raise PairError(f"sides {pair.reference} and {pair.candidate} disagree on the stage list: "
+                        f"{'; '.join(detail)}")
+    if ref != names:
+        missing = [s for s in names if s not in ref]
+        extra = [s for s in ref if s not in names]
+        raise PairError(f"sides {pair.reference} and {pair.candidate} emit {list(ref)}, not the pair's stage list "
+                        f"(missing {missing}, extra {extra})")
+    return pair
+
+
+def builtin_pair() -> Pair:
+    from . import cases
+    from .stages import STAGES
+
+    return Pair(name="builtin", reference="reference_tf", candidate="torch_impl", stages=STAGES, cases=cases,
+                description="our TensorFlow reference (reference_tf) and its PyTorch port (torch_impl)")
+
+
+_PAIRS: Dict[str, Callable[[], Pair]] = {"builtin": builtin_pair}
+
+
+def register_pair(name: str, factory: Callable[[], Pair]) -> None:
+    """Register a pair under ``name`` (a factory, so nothing is built until it is used)."""
+    _PAIRS[name] = factory
+
+
+def pair_names() -> Tuple[str, ...]:
+    return tuple(_PAIRS)
+
+
+def resolve_pair(spec: Optional[str] = None) -> Pair:
+    """``None`` -> the default pair; ``"REFERENCE:CANDIDATE"`` -> the built-in pair with those
+    sides; ``"NAME"`` -> a registered pair. PairError (one line) otherwise."""
+    if isinstance(spec, Pair):
+        return check_pair(spec)
+    spec = (spec or DEFAULT_PAIR).strip()
+    if ":" in spec:
+        ref, _, cand = spec.partition(":")
+        if not ref or not cand or ":" in cand:
+            raise PairError(f"--pair {spec!r} must be REFERENCE:CANDIDATE (two side names) or a pair name; "
+                            f"sides: {', '.join(side_registry.side_names())}; pairs: {', '.join(_PAIRS)}")
+        return builtin_pair().with_sides(ref, cand)
+    if spec not in _PAIRS:
+        raise PairError(f"unknown pair {spec!r}; known pairs are: {', '.join(_PAIRS)} (or REFERENCE:CANDIDATE "
+                        f"with sides {', '.join(side_registry.side_names())})")
+    return check_pair(_PAIRS[spec]())

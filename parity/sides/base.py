@@ -1,0 +1,79 @@
+"""The side contract: one implementation of a forward model in one framework.
+
+A *side* (e.g. ``reference_tf``, ``torch_impl``) builds a model from a config and a neutral
+weight set, runs one batch and returns every stage as canonical NumPy arrays, and can compute
+one stage again from given inputs (teacher forcing, for local error). Roles (reference or
+candidate) are not the side's business: a pair names which side plays which role
+(:mod:`parity.pairs`), and the same side may play both.
+
+Framework imports happen inside the methods, never at module import, so a side's class can be
+looked at (name, framework, stages) without TensorFlow or PyTorch.
+"""
+from __future__ import annotations
+
+import abc
+from typing import Dict, Mapping, Optional, Tuple
+
+import numpy as np
+
+
+class SideUnavailable(RuntimeError):
+    """The side's framework cannot be imported (or the device is absent)."""
+
+
+class Side(abc.ABC):
+    """One implementation of the forward model.
+
+    Class attributes (readable without importing the framework):
+
+    * ``name``: the registry name (``reference_tf``);
+    * ``framework``: ``"tensorflow"``, ``"torch"``, ...;
+    * ``stages``: the stage names this side emits, in pipeline order (``None``: exactly the
+      pair's stage list); a pair refuses two sides whose lists differ;
+    * ``supports_teacher``: :meth:`run_stage` is implemented (local error);
+    * ``fresh_process``: run every job in a new worker process (sides with global state).
+    """
+
+    name: str = ""
+    framework: str = ""
+    stages: Optional[Tuple[str, ...]] = None
+    supports_teacher: bool = True
+    fresh_process: bool = False
+
+    @abc.abstractmethod
+    def versions(self) -> Dict[str, str]:
+        """Framework versions (imports the framework)."""
+
+    @abc.abstractmethod
+    def devices(self) -> Dict[str, str]:
+        """Device name -> description, for the devices this side can see."""
+
+    @abc.abstractmethod
+    def determinism_flags(self) -> Dict[str, object]:
+        ...
+
+    def set_tf32(self, enabled: bool) -> None:
+        """Allow (or forbid) TF32 math on GPUs, process-wide; recorded by determinism_flags."""
+
+    @abc.abstractmethod
+    def build(self, config: Dict[str, object], weights: Mapping[str, np.ndarray], dtype: str, device: str):
+        """Return a model object with the weights loaded."""
+
+    @abc.abstractmethod
+    def forward(self, model, inputs: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """Run one batch; return every stage as canonical NumPy arrays, in stage order.
+
+        A forward that raises part-way may raise :class:`ForwardError` carrying the stages it
+        produced before the failure (the harness then names the stage that failed)."""
+
+    def run_stage(self, model, name: str, env: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Compute one stage from canonical inputs (teacher forcing); canonical output."""
+        raise NotImplementedError(f"side {self.name!r} cannot compute a single stage (no teacher forcing)")
+
+
+class ForwardError(RuntimeError):
+    """A forward pass that failed part-way: ``stages`` holds what it produced before."""
+
+    def __init__(self, message: str, stages: Mapping[str, np.ndarray]):
+        super().__init__(message)
+        self.stages = dict(stages)
