@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from parity import cases as case_registry
-from parity.adapters.base import Job
+from parity.jobs import Job
 
 from .common import Section, fmt_summary, summarize, table
-from .pool import BenchPool
+from .pool import SIDES, BenchPool
 
 BACKENDS = ("tf", "torch")
 
@@ -59,7 +59,7 @@ def run(case_names: Optional[Sequence[str]] = None, *, threads: int, repeats: in
             config, weights, inputs = case_registry.prepare(case)
             per: Dict[str, Dict[str, Any]] = {}
             for b in BACKENDS:
-                job = Job(backend=b, config=config, weights=weights, inputs=inputs, dtype="float32", device="cpu",
+                job = Job(side=SIDES[b], config=config, weights=weights, inputs=inputs, dtype="float32", device="cpu",
                           case=case.name, repeats=1 + warmup + repeats)
                 _, bench = pool.run(job, save=False, weights_timing=True)
                 per[b] = backend_figures(bench, warmup)

@@ -1,23 +1,25 @@
-"""BenchPool: one long-lived benchmark worker (benchmarks.worker) per backend, jobs through folders.
+"""BenchPool: the harness's worker pool (parity.pool.WorkerPool) with benchmark workers.
 
-The parent side mirrors :class:`parity.adapters.worker.WorkerPool` (same job files, written with
-:func:`parity.adapters.worker.write_job`, captures read back with
-:func:`parity.adapters.worker.read_result`), so a job costs here what it costs the harness; the
-worker adds per-forward timings, pinned threads and peak-RSS readings.
+One :class:`parity.pool.WorkerPool` per backend runs ``python -m benchmarks.worker`` (pinned
+threads, every forward pass timed, peak-RSS readings) over the same job folders, weight hand-over
+and timeouts as the harness, so a job costs here what it costs the harness.
 """
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
-from parity.adapters.base import Job, JobResult
-from parity.adapters.worker import read_result, write_job
+from parity.jobs import Job, JobResult
+from parity.pool import WorkerPool
 
 from .common import ROOT, child_env
+
+#: Benchmark backend names -> the harness's sides.
+SIDES = {"tf": "reference_tf", "torch": "torch_impl"}
+BACKENDS = {v: k for k, v in SIDES.items()}
 
 
 class BenchPool:
@@ -25,91 +27,54 @@ class BenchPool:
         """``omp_passive``: start the workers with OMP_WAIT_POLICY=PASSIVE (idle OpenMP threads
         sleep instead of spinning; see benchmarks/README.md)."""
         self.root = Path(root)
-        self.omp_passive = omp_passive
         self.root.mkdir(parents=True, exist_ok=True)
         self.threads = int(threads)
-        self._procs: Dict[str, subprocess.Popen] = {}
+        self.omp_passive = omp_passive
+        self._pools: Dict[str, WorkerPool] = {}
         self.startup: Dict[str, Dict[str, Any]] = {}
-        self._count = 0
 
-    def start(self, backend: str) -> subprocess.Popen:
-        proc = self._procs.get(backend)
-        if proc is not None and proc.poll() is None:
-            return proc
-        t = str(self.threads)
-        log = open(self.root / f"{backend}-worker.log", "ab")
+    def _pool(self, backend: str) -> WorkerPool:
+        if backend not in self._pools:
+            t = str(self.threads)
+            env = child_env({"OMP_NUM_THREADS": t, "MKL_NUM_THREADS": t,
+                             "OMP_WAIT_POLICY": "PASSIVE" if self.omp_passive else "ACTIVE"})
+            self._pools[backend] = WorkerPool(self.root / backend, module="benchmarks.worker",
+                                              args=("--backend", backend, "--threads", t), env=env, cwd=str(ROOT))
+        return self._pools[backend]
+
+    def start(self, backend: str) -> Dict[str, Any]:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.worker", "--backend", backend, "--threads", t, "--serve"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, cwd=str(ROOT),
-            env=child_env({"OMP_NUM_THREADS": t, "MKL_NUM_THREADS": t,
-                           **({"OMP_WAIT_POLICY": "PASSIVE"} if self.omp_passive else {})}))
-        log.close()
-        line = proc.stdout.readline()
-        if not line.startswith("ready "):
-            proc.wait(timeout=30)
-            raise RuntimeError(f"{backend} benchmark worker did not start (exit {proc.returncode}): {self._tail(backend)}")
-        info = json.loads(line[len("ready "):])
+        info = self._pool(backend).start(SIDES[backend])
         info["start_wall_s"] = time.perf_counter() - t0
         self.startup[backend] = info
-        self._procs[backend] = proc
-        return proc
-
-    def _tail(self, backend: str) -> str:
-        lines = (self.root / f"{backend}-worker.log").read_text(errors="replace").strip().splitlines()
-        return lines[-1] if lines else "?"
+        return info
 
     def pids(self) -> Dict[str, int]:
-        return {b: p.pid for b, p in self._procs.items() if p.poll() is None}
+        return {BACKENDS[k[0]]: pid for p in self._pools.values() for k, pid in p.pids().items()}
 
     def run(self, job: Job, *, save: bool = True, reset_hwm: bool = False,
             weights_timing: bool = False) -> Tuple[Optional[JobResult], Dict[str, Any]]:
         """Run a job in its backend's worker. Returns (JobResult with the capture when ``save``,
         else None; the worker's bench result plus ``wall_s``, the parent's time for the whole job)."""
-        proc = self.start(job.backend)
-        self._count += 1
-        directory = self.root / f"job{self._count:04d}-{job.backend}-{job.dtype}"
-        directory.mkdir(parents=True, exist_ok=True)
+        backend = BACKENDS[job.side]
+        if backend not in self.startup:
+            self.start(backend)
+        pool = self._pool(backend)
         t0 = time.perf_counter()
-        write_job(job, directory)
-        (directory / "bench.json").write_text(json.dumps({"save": save, "reset_hwm": reset_hwm,
-                                                          "weights_timing": weights_timing}))
-        write_s = time.perf_counter() - t0
-        proc.stdin.write(f"{directory}\n")
-        proc.stdin.flush()
-        line = proc.stdout.readline()
-        if not line.startswith("done "):
-            proc.wait(timeout=10)
-            raise RuntimeError(f"{job.backend} benchmark worker died (exit {proc.returncode}): {self._tail(job.backend)}")
-        code = int(line.split()[1])
-        if code != 0:
-            err = directory / "error.txt"
-            raise RuntimeError(f"{job.backend} job failed: {err.read_text().strip() if err.exists() else '?'}")
+        opts = json.dumps({"save": save, "reset_hwm": reset_hwm, "weights_timing": weights_timing})
+        result = pool.run(job, extra_files={"bench.json": opts})
+        directory = pool.last.directory
         bench = json.loads((directory / "bench_result.json").read_text())
-        result = None
-        t1 = time.perf_counter()
-        if save:
-            result = read_result(job.backend, directory, 0)
-        bench["load_s"] = time.perf_counter() - t1
-        bench["write_s"] = write_s
         bench["wall_s"] = time.perf_counter() - t0
-        for f in directory.iterdir():  # big batches: do not keep the job files around
-            f.unlink()
-        directory.rmdir()
-        return result, bench
+        shutil.rmtree(directory, ignore_errors=True)  # big batches: do not keep the job files around
+        return (result if save else None), bench
 
     def close(self) -> None:
-        for proc in self._procs.values():  # end of input for every worker first, so they exit together
-            if proc.poll() is None:
-                proc.stdin.close()
-        for proc in self._procs.values():
-            if proc.poll() is None:
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-        self._procs.clear()
+        for p in self._pools.values():
+            p.close(wait=False)
+        for p in self._pools.values():
+            p.close()
+        self._pools.clear()
 
     def __enter__(self) -> "BenchPool":
         return self

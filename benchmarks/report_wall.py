@@ -45,7 +45,7 @@ ROWS = (  # (key, label) in display order
     ("prepare_s", "inputs + weight sets (fixtures, npz, Glorot)"),
     ("build_s", "model builds (incl. loading weights into the model)"),
     ("reference_forward_s", "forward passes, tf (first pass: incl. tracing)"),
-    ("port_forward_s", "forward passes, torch"),
+    ("candidate_forward_s", "forward passes, candidate"),
     ("local_s", "teacher-forced stages (both)"),
     ("compare_s", "comparison + statistics"),
     ("handoff_s", "handoff of figures/captures to the worker"),
@@ -74,7 +74,7 @@ def breakdown(doc: Dict[str, Any]) -> Dict[str, float]:
     out = {
         "wall_s": wall, "startup_s": startup, "import_s": total("import_s"), "prepare_s": total("prepare_s"),
         "build_s": total("build_s"), "reference_forward_s": total("reference_forward_s"),
-        "port_forward_s": total("port_forward_s"), "forward_s": total("forward_s"), "local_s": total("local_s"),
+        "candidate_forward_s": total("candidate_forward_s"), "forward_s": total("forward_s"), "local_s": total("local_s"),
         "compare_s": total("compare_s"), "handoff_s": total("handoff_s"), "other_s": total("other_s"),
         "finish_s": wall - startup - total("total_s"), "drain_s": float(t.get("drain_s", 0.0) or 0.0),
         "background_s": total("figures_s") + total("write_s"),

@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="threads of both backends' workers in the scaling section (default 1: load-robust)")
     p.add_argument("--omp-spin", dest="omp_passive", action="store_false",
                    help="start the benchmark workers WITHOUT OMP_WAIT_POLICY=PASSIVE (the harness's workers set "
-                        "it; see parity.adapters.worker.worker_env)")
+                        "it; see parity.pool.worker_env)")
     p.add_argument("--report-runs", type=int, default=None, help="cold runs of parity.report (default 2; quick 1)")
     p.add_argument("--report-args", default=None,
                    help="extra arguments for parity.report, one string (default: none = the default suite; "

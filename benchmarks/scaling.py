@@ -8,7 +8,7 @@ as :func:`parity.cases.prepare` does, so no stored fixture is needed.
 Each point runs the harness's path of :func:`parity.run.run_case` with worker isolation (table
 tolerances): the reference job, then the port job with the reference's stages as teacher, each in
 its backend's long-lived worker process (:class:`benchmarks.pool.BenchPool`, same job files and
-captures as :class:`parity.adapters.worker.WorkerPool`), then :func:`parity.compare.compare` in
+captures as :class:`parity.pool.WorkerPool`), then :func:`parity.compare.compare` in
 the parent. The jobs run extra forward passes (1 warm-up + ``repeats``) for the timing.
 
 All of it runs in a child process (``python -m benchmarks.scaling --child``), the *harness
@@ -71,11 +71,12 @@ def run_point(pool, N: int, B: int, repeats: int, warmup: int, on_harness_done=N
     2. Timing jobs (no teacher, no capture files): 1 cold + ``warmup`` + ``repeats`` forward passes
        per backend; the warm passes give the forward time.
     """
-    from parity.adapters.base import Job
     from parity.compare import compare
+    from parity.jobs import Job
     from parity.tolerances import load_tolerances
 
     from .common import peak_rss_bytes, reset_peak_rss
+    from .pool import SIDES
 
     reset_peak_rss()
     t0 = time.perf_counter()
@@ -84,7 +85,7 @@ def run_point(pool, N: int, B: int, repeats: int, warmup: int, on_harness_done=N
     name = f"scaling_N{N}_B{B}"
 
     def job(backend, teacher=None, repeats_=1):
-        return Job(backend=backend, config=config, weights=weights, inputs=inputs, dtype="float32", device="cpu",
+        return Job(side=SIDES[backend], config=config, weights=weights, inputs=inputs, dtype="float32", device="cpu",
                    case=name, teacher=teacher, repeats=repeats_)
 
     ref, rb = pool.run(job("tf"), save=True, reset_hwm=True)

@@ -1,14 +1,14 @@
 """A backend worker for the benchmarks: the harness's own job path, with every forward pass timed.
 
 ``python -m benchmarks.worker --backend tf|torch --threads T --serve`` pins the framework's thread
-pools (intra-op and inter-op both T) before anything runs, then answers job folders read from
-stdin, one per line, with ``done <code>`` on stdout, like ``parity.adapters.worker --serve``.
+pools (intra-op and inter-op both T) before anything runs, then serves requests exactly like
+``python -m parity.worker --serve`` (the same protocol and loop, :func:`parity.worker.serve`).
 
-A job folder holds what :func:`parity.adapters.worker.write_job` writes plus ``bench.json``
+A job folder holds what :meth:`parity.pool.WorkerPool.write_job` writes plus ``bench.json``
 (``save``: write capture.npz / local.npz as the harness's worker does; ``reset_hwm``: reset the
 peak-RSS counter first; ``weights_timing``: also time ``model.load_weights`` on the built model).
-The job runs through :func:`parity.adapters.base.execute`, exactly as in the harness; the only
-addition is a wrapper on the adapter's ``forward`` and ``build`` that records each call's time.
+The job runs through :func:`parity.jobs.execute`, exactly as in the harness; the only
+addition is a wrapper on the side's ``forward`` and ``build`` that records each call's time.
 The answer is ``bench_result.json``: every forward time, execute's timings, the read / execute /
 save split and the worker's peak RSS (VmHWM).
 """
@@ -55,10 +55,10 @@ def setup_threads(backend: str, threads: int) -> Dict[str, Any]:
 
 
 def instrument(backend: str) -> None:
-    """Wrap the adapter class's forward and build so every call is timed (this process only)."""
-    from parity.adapters.base import get_adapter
+    """Wrap the side class's forward and build so every call is timed (this process only)."""
+    from parity.sides import side_class
 
-    cls = type(get_adapter(backend))
+    cls = side_class({"tf": "reference_tf", "torch": "torch_impl"}[backend])
     if getattr(cls, "_bench_instrumented", False):
         return
     forward, build = cls.forward, cls.build
@@ -84,9 +84,9 @@ def run_job(directory: Path) -> Dict[str, Any]:
     """Run one job folder; returns the bench result (also written to bench_result.json)."""
     import numpy as np
 
-    from parity.adapters.base import execute
-    from parity.adapters.worker import read_job
     from parity.capture import save_capture
+    from parity.jobs import execute
+    from parity.worker import read_job
 
     opts = json.loads((directory / "bench.json").read_text()) if (directory / "bench.json").exists() else {}
     res: Dict[str, Any] = {"hwm_reset": reset_peak_rss() if opts.get("reset_hwm") else False}
@@ -119,31 +119,26 @@ def run_job(directory: Path) -> Dict[str, Any]:
     return res
 
 
+def _run_dir(directory: Path) -> int:
+    try:
+        res = run_job(directory)
+        (directory / "bench_result.json").write_text(json.dumps(res))
+        return 0
+    except Exception as exc:  # one clear line for the parent, the trace on stderr
+        (directory / "error.txt").write_text(f"{type(exc).__name__}: {exc}")
+        traceback.print_exc()
+        return 2
+
+
 def serve(backend: str, threads: int) -> int:
-    answers = os.fdopen(os.dup(1), "w")
-    os.dup2(2, 1)  # anything a library prints goes to stderr
-    sys.stdout = sys.stderr
-    startup = setup_threads(backend, threads)
-    instrument(backend)
-    startup["pid"] = os.getpid()
-    answers.write("ready " + json.dumps(startup) + "\n")
-    answers.flush()
-    for line in sys.stdin:
-        line = line.strip()
-        if not line:
-            continue
-        directory = Path(line)
-        try:
-            res = run_job(directory)
-            (directory / "bench_result.json").write_text(json.dumps(res))
-            code = 0
-        except Exception as exc:  # one clear line for the parent, the trace on stderr
-            (directory / "error.txt").write_text(f"{type(exc).__name__}: {exc}")
-            traceback.print_exc()
-            code = 2
-        answers.write(f"done {code}\n")
-        answers.flush()
-    return 0
+    from parity.worker import serve as serve_requests
+
+    def setup():
+        startup = setup_threads(backend, threads)
+        instrument(backend)
+        return startup
+
+    return serve_requests(run=_run_dir, setup=setup)
 
 
 def main(argv=None) -> int:

@@ -7,7 +7,7 @@ Python API::
     bool(run.result), run.result.first_divergent_stage
     parity.compare(capture_a, capture_b, parity.load_tolerances())
 
-``parity`` itself imports NumPy only; TensorFlow and PyTorch are imported by the adapters
+``parity`` itself imports NumPy only; TensorFlow and PyTorch are imported by the sides (parity.sides)
 when a case runs.
 """
 from .compare import CaseResult, StageResult, compare, recheck

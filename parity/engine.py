@@ -343,7 +343,7 @@ class Engine:
             on_start: Optional[Callable[[Comparison], None]] = None) -> List[Outcome]:
         """Execute ``plan``; return the outcomes in plan order (also handed to ``on_outcome``
         one by one, in plan order, as each is decided)."""
-        state = _State(self, plan)
+        state = self.state = _State(self, plan)
         outcomes: List[Outcome] = []
         pending = list(plan.comparisons)
         started = set()
@@ -378,6 +378,8 @@ class _State:
         self.outputs: Dict[str, JobResult] = {}
         self.failed: Dict[str, JobError] = {}
         self.running: Dict[str, float] = {}
+        self.busy_s = 0.0  # wall time during which at least one job was running
+        self._busy_since: Optional[float] = None
         self._prepared: "OrderedDict[str, tuple]" = OrderedDict()
         self.prepare_s: Dict[str, float] = {}
         self._users: Dict[str, int] = {}
@@ -444,6 +446,8 @@ class _State:
         ex = self.engine.executor
         if not ex.can_take(job):
             return False
+        if not self.running:
+            self._busy_since = time.perf_counter()
         self.running[key] = time.perf_counter()
         ex.submit(job, key, teacher_file=teacher.file if teacher else None)
         if isinstance(ex, InProcess):
@@ -453,6 +457,9 @@ class _State:
     def collect(self) -> None:
         for key, out in self.engine.executor.wait():
             self.running.pop(key, None)
+            if not self.running and self._busy_since is not None:
+                self.busy_s += time.perf_counter() - self._busy_since
+                self._busy_since = None
             if isinstance(out, JobError):
                 log.error("%s", out)
                 self.failed[key] = out

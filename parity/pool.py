@@ -28,7 +28,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .capture import load_capture
+from .capture import Capture, load_capture
 from .jobs import Job, JobResult, weights_digest
 from .sides import SideUnavailable, load_side_class
 
@@ -210,8 +210,11 @@ class WorkerPool:
             self._weights[wid] = path
         return path
 
-    def write_job(self, job: Job, directory: Path, teacher_file: Optional[Path] = None) -> None:
+    def write_job(self, job: Job, directory: Path, teacher_file: Optional[Path] = None,
+                  extra_files: Optional[Dict[str, str]] = None) -> None:
         directory.mkdir(parents=True, exist_ok=True)
+        for name, text in (extra_files or {}).items():  # e.g. a benchmark worker's options
+            (directory / name).write_text(text)
         np.savez(directory / "inputs.npz", **{k: np.asarray(v) for k, v in job.inputs.items()})
         if job.teacher is not None and teacher_file is None:
             teacher_file = directory / "teacher.npz"
@@ -226,14 +229,39 @@ class WorkerPool:
                 "teacher_file": str(teacher_file) if teacher_file is not None else None, "label": job.label}
         (directory / "job.json").write_text(json.dumps(meta, default=str))
 
-    def submit(self, job: Job, tag: object = None, *, teacher_file: Optional[Path] = None) -> Ticket:
+    def start(self, side: str, device: str = "cpu", timeout: float = 600.0) -> dict:
+        """Start the worker of (side, device) now and wait for its ready line (what it reported
+        at start-up, e.g. a benchmark worker's pinned threads)."""
+        w = self._worker((side, device))
+        deadline = time.monotonic() + timeout
+        while w.ready is None:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._sel.select(timeout=left):
+                self._drop(w)
+                raise JobError(side, "start-up", "timeout", f"the worker did not start in {timeout:g} s",
+                               _tail(w.log_path))
+            answers, eof = w.lines()
+            for msg in answers:
+                if msg.get("event") == "ready":
+                    w.ready = msg
+            if eof and w.ready is None:
+                self._drop(w)
+                raise JobError(side, "start-up", "crash", f"the worker exited at start-up (exit code "
+                               f"{w.proc.returncode})", _tail(w.log_path))
+        return dict(w.ready)
+
+    def pids(self) -> Dict[Tuple[str, str], int]:
+        return {k: w.proc.pid for k, w in self._workers.items() if w.proc.poll() is None}
+
+    def submit(self, job: Job, tag: object = None, *, teacher_file: Optional[Path] = None,
+               extra_files: Optional[Dict[str, str]] = None) -> Ticket:
         """Start ``job`` on its side's worker (which must be idle: see :meth:`busy`)."""
         w = self._worker(self.key(job))
         if w.ticket is not None:
             raise RuntimeError(f"the worker of side {job.side} on {job.device} is busy")
         self._count += 1
         directory = self.root / f"job{self._count:04d}-{job.side}-{job.dtype}"
-        self.write_job(job, directory, teacher_file)
+        self.write_job(job, directory, teacher_file, extra_files)
         now = time.monotonic()
         deadline = now + self.job_timeout if self.job_timeout else float("inf")
         w.ticket = Ticket(job=job, tag=tag, directory=directory, started=now, deadline=deadline)
@@ -298,7 +326,10 @@ class WorkerPool:
             reason = err.read_text().strip() if err.exists() else f"exit code {code}"
             cls = JobUnavailable if code == 3 else JobError
             return t, cls(t.job.side, t.job.label, "unavailable" if code == 3 else "error", reason, _tail(w.log_path))
-        capture = load_capture(t.directory / "capture.npz")
+        path = t.directory / "capture.npz"
+        if not path.exists():  # a worker asked not to hand a capture back (benchmarks)
+            return t, JobResult(capture=Capture(stages={}, meta={"side": t.job.side}), timings={})
+        capture = load_capture(path)
         local = None
         if (t.directory / "local.npz").exists():
             with np.load(t.directory / "local.npz", allow_pickle=False) as data:
@@ -307,14 +338,17 @@ class WorkerPool:
                            crash=capture.meta.get("crash"), file=t.directory / "capture.npz")
         return t, result
 
-    def run(self, job: Job, *, teacher_file: Optional[Path] = None) -> JobResult:
-        """Run one job and wait for it; raise :class:`JobError` when it fails."""
+    def run(self, job: Job, *, teacher_file: Optional[Path] = None,
+            extra_files: Optional[Dict[str, str]] = None) -> JobResult:
+        """Run one job and wait for it; raise :class:`JobError` when it fails. The finished
+        ticket (its folder and the worker's answer) is ``self.last``."""
         if self.busy(job):
             raise RuntimeError(f"the worker of side {job.side} on {job.device} is busy")
-        ticket = self.submit(job, teacher_file=teacher_file)
+        ticket = self.submit(job, teacher_file=teacher_file, extra_files=extra_files)
         while True:
             for t, out in self.wait():
                 if t is ticket:
+                    self.last = t
                     if isinstance(out, JobError):
                         raise out
                     return out

@@ -1,6 +1,6 @@
 """The one list of stages (forward-model.md §7): names, canonical shapes, kinds, inputs.
 
-Everything that iterates over stages (adapters, comparator, report, tests, goldens)
+Everything that iterates over stages (sides, comparator, report, tests, goldens)
 iterates over :data:`STAGES`. Canonical layout is channels-first, as in §7.
 
 Each stage is a function of earlier stages and of the batch inputs (``diffraction``,

@@ -99,13 +99,15 @@ def _answer(out, **msg) -> None:
     out.flush()
 
 
-def serve(run=run_job_dir, ready: Dict[str, Any] = None) -> int:
+def serve(run=run_job_dir, setup=None) -> int:
     """Answer requests from stdin on the original stdout; library output goes to stderr.
 
-    ``run``: the function that runs one job folder (benchmarks pass an instrumented one)."""
+    ``run``: the function that runs one job folder; ``setup``: called first (after stdout is
+    redirected), its dict joins the ready line (benchmarks pin threads and time the import)."""
     answers = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
+    ready = setup() if setup is not None else {}
     _answer(answers, event="ready", pid=os.getpid(), **(ready or {}))
     for line in sys.stdin:
         line = line.strip()

@@ -1,6 +1,6 @@
 """The reference forward model: network + physics, recorded stage by stage (§7).
 
-Native layout is channels-last (see docs/architecture.md); ``parity/adapters/tf.py`` is the
+Native layout is channels-last (see docs/architecture.md); ``parity/sides/reference_tf.py`` is the
 one place that converts to the canonical channels-first layout.
 """
 from __future__ import annotations

@@ -11,7 +11,7 @@ Steps, with data between them: :mod:`.options` validates and plans (nothing writ
 :mod:`.artifacts` writes its captures and draws its figures (:mod:`.figures`, :mod:`.raster`),
 :mod:`.document` / :mod:`.drift` / :mod:`.provenance` assemble parity_report.json, :mod:`.html`
 and :mod:`.junit` render it; the JSON is written last. Nothing here imports TensorFlow or
-PyTorch (the adapters do, when a case runs). Library code logs; only the CLI prints.
+PyTorch (the sides do, when a case runs). Library code logs; only the CLI prints.
 """
 from __future__ import annotations
 
@@ -192,7 +192,8 @@ def _finish(plan: Plan, records: List[CaseRecord], created: str, t_start: float,
         "summary": D.summary_counts(cases, devices, drift),
         "provenance": prov, "config": config, "tolerances": D.tolerance_block(plan),
         "devices": devices, "device_matrix": matrix, "cases": cases, "drift": drift,
-        "timings": {**D.timing_block(records, wall, clock, setup_s), **run_timings},
+        "timings": {**D.timing_block(records, wall, clock, setup_s, run_timings.get("sides_busy_s")),
+                    **run_timings},
         "files": D.fixed_files(str(o.junit) if o.junit else None),
     }
     artifacts = list(hub.written) + [hub_mod.INDEX_HTML] + ([junit_rel] if junit_rel else []) + [hub_mod.REPORT_JSON]

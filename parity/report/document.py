@@ -108,26 +108,30 @@ def tolerance_block(plan) -> Dict[str, Any]:
     })
 
 
-def timing_block(records: Sequence[CaseRecord], wall_s: float, clock: str, setup_s: float) -> Dict[str, Any]:
+def timing_block(records: Sequence[CaseRecord], wall_s: float, clock: str, setup_s: float,
+                 busy_s: Optional[float] = None) -> Dict[str, Any]:
     """Where the wall time went.
 
-    ``backend_s``: the backends' own work (framework import, model build, forward passes,
-    teacher-forced stages); ``harness_s``: the rest (start-up, inputs, moving jobs and captures
-    between processes (``isolation_s``), compare, figures, captures, JSON and HTML).
+    ``sides_work_s``: the sides' own work summed over jobs (framework import, model build,
+    forward passes, teacher-forced stages); jobs of the two sides overlap in their workers, so
+    ``backend_s`` is the wall time during which at least one side was working (``busy_s`` from
+    the engine; the sum when not given) and ``harness_s`` the rest (start-up, inputs, moving
+    jobs and captures between processes, compare, figures, captures, JSON and HTML).
     """
     def total(key: str) -> float:
         return float(sum(r.timings.get(key, 0.0) for r in records))
 
     forward = total("forward_s")
-    backend = forward + total("import_s") + total("build_s") + total("local_s")
+    work = forward + total("import_s") + total("build_s") + total("local_s")
+    backend = min(work, busy_s) if busy_s is not None else work
     wall = max(wall_s, 1e-9)
     cases_s = total("total_s")
     return {
         "clock": clock, "wall_s": wall_s, "setup_s": setup_s, "cases_s": cases_s,
         "finish_s": max(wall_s - setup_s - cases_s, 0.0),
         "forward_s": forward, "reference_forward_s": total("reference_forward_s"),
-        "port_forward_s": total("port_forward_s"),
-        "backend_s": backend, "import_s": total("import_s"), "build_s": total("build_s"), "local_s": total("local_s"),
+        "candidate_forward_s": total("candidate_forward_s"),
+        "sides_work_s": work, "backend_s": backend, "import_s": total("import_s"), "build_s": total("build_s"), "local_s": total("local_s"),
         "isolation_s": total("other_s"), "prepare_s": total("prepare_s"), "compare_s": total("compare_s"),
         "load_s": total("load_s"), "figures_s": total("figures_s"), "write_s": total("write_s"),
         "outside_forward_s": wall_s - forward, "outside_forward_fraction": (wall_s - forward) / wall,
@@ -136,9 +140,11 @@ def timing_block(records: Sequence[CaseRecord], wall_s: float, clock: str, setup
             "wall_s": "from the start of the process (CLI) or of build_report until the report was assembled "
                       "(writing index.html and this file is not included)",
             "forward_s": "both sides' forward passes (parity.jobs.execute 'forward_s')",
-            "backend_s": "forward + framework import + model build + teacher-forced local stages",
+            "sides_work_s": "forward + framework import + model build + teacher-forced local stages, summed over "
+                            "every job of both sides",
+            "backend_s": "wall time during which at least one side was working (the two sides' jobs overlap)",
             "isolation_s": "moving jobs and captures between processes (parity.run isolation; part of harness_s)",
-            "harness_s": "wall_s - backend_s: everything but the backends' own work (start-up, inputs, job "
+            "harness_s": "wall_s - backend_s: everything but the sides' own work (start-up, inputs, job "
                          "transport, compare, figures, captures, JSON)",
             "figures_s/write_s": "drawing a case's figures / compressing and writing its capture files, in a "
                                  "thread while the next case runs (not part of the cases' total_s)",

@@ -100,6 +100,7 @@ class Plan:
     source_cases: List[SourceCase] = field(default_factory=list)
     in_place: bool = False
     engine: Any = None  # parity.engine.Engine of the pair (its workers serve the whole report)
+    busy_s: Optional[float] = None  # wall time during which a side was working (set by the runner)
 
     @property
     def available_devices(self) -> List[str]:

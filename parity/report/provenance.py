@@ -1,7 +1,7 @@
 """Provenance of a report: versions, devices, determinism flags, threads, inputs, git, command.
 
 Framework versions and determinism flags come from the captures' metadata (what the backends
-reported while running, parity.adapters), so nothing here imports TensorFlow or PyTorch; when
+reported while running, parity.sides), so nothing here imports TensorFlow or PyTorch; when
 no case produced a capture, the installed distributions' versions are used instead.
 """
 from __future__ import annotations

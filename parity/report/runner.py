@@ -108,6 +108,8 @@ def run_cases(plan: Plan, progress: Optional[Progress] = None,
     try:
         records = _run_cases(plan, plan.engine, progress, writer)
         _collect(records, writer, timings)
+        if timings is not None:
+            timings["sides_busy_s"] = plan.busy_s
     except BaseException:
         writer.close(cancel=True)
         raise
@@ -158,6 +160,7 @@ def _run_cases(plan: Plan, engine: Engine, progress: Optional[Progress], writer:
         progress("done", i, len(pairs), rec)
 
     engine.run(eplan, on_outcome=decided, on_start=started)
+    plan.busy_s = engine.state.busy_s
     return records
 
 

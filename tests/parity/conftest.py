@@ -62,12 +62,12 @@ class CaseCache:
                 from parity.run import run_case
 
                 run = run_case(name, dtype=dtype)
-                save_capture(folder / "tf.npz", run.reference)
+                save_capture(folder / "reference.npz", run.reference)
                 tmp = folder / "result.json.partial"
                 tmp.write_text(json.dumps(run.result.to_dict()))
                 tmp.replace(done)
             result = CaseResult.from_dict(json.loads(done.read_text()))
-            reference = load_capture(folder / "tf.npz")
+            reference = load_capture(folder / "reference.npz")
         self._memory[key] = (result, reference)
         return self._memory[key]
 

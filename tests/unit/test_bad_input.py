@@ -42,9 +42,9 @@ def _env(extra_path=None):
 @pytest.fixture(scope="module")
 def port_stages():
     """Every stage of the clean port on n64_g2 (no TensorFlow needed)."""
-    from parity.adapters.base import get_adapter
+    from parity.sides import get_side
 
-    adapter = get_adapter("torch")
+    adapter = get_side("torch_impl")
     config, weights, inputs = case_registry.prepare(case_registry.get_case("n64_g2"))
     model = adapter.build(config, weights, "float32", "cpu")
     return adapter.forward(model, inputs)
@@ -346,33 +346,34 @@ def test_selftest_without_torch(tmp_path, no_torch):
                           cwd=ROOT, env=_env(no_torch), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr
     lines = [l for l in proc.stderr.strip().splitlines() if l.startswith("parity.selftest")]
-    assert lines == [f"parity.selftest: error: backend 'torch' cannot be used: ImportError: {SHIM_MESSAGE}"]
+    assert len(lines) == 1 and lines[0].startswith("parity.selftest: error: a side cannot be used: side torch_impl")
+    assert lines[0].endswith(f"side 'torch_impl' is not installed: {SHIM_MESSAGE}")
     assert not hub.exists()
 
 
 def test_worker_without_torch(tmp_path, no_torch):
-    from parity.adapters.worker import write_job
-    from parity.adapters.base import Job
+    from parity.jobs import Job
+    from parity.pool import WorkerPool
 
     config, weights, inputs = case_registry.prepare(case_registry.get_case("n64_g2"))
     job_dir = tmp_path / "job"
-    job_dir.mkdir()
-    write_job(Job(backend="torch", config=config, weights=weights, inputs=inputs, case="n64_g2"), job_dir)
-    proc = subprocess.run([sys.executable, "-m", "parity.adapters.worker", str(job_dir)],
+    WorkerPool(tmp_path / "pool").write_job(Job(side="torch_impl", config=config, weights=weights, inputs=inputs,
+                                                case="n64_g2"), job_dir)
+    proc = subprocess.run([sys.executable, "-m", "parity.worker", str(job_dir)],
                           cwd=ROOT, env=_env(no_torch), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 3  # the worker's code for "backend not installed"
-    assert (job_dir / "error.txt").read_text() == f"backend 'torch' is not installed: {SHIM_MESSAGE}"
+    assert (job_dir / "error.txt").read_text() == f"side 'torch_impl' is not installed: {SHIM_MESSAGE}"
     assert not (job_dir / "capture.npz").exists()
 
 
 def test_run_in_subprocess_without_torch(tmp_path, no_torch, monkeypatch):
-    from parity.adapters.base import Job
-    from parity.adapters.worker import run_in_subprocess
+    from parity.jobs import Job
+    from parity.pool import WorkerPool
+    from parity.sides import SideUnavailable
 
     config, weights, inputs = case_registry.prepare(case_registry.get_case("n64_g2"))
     monkeypatch.setenv("PYTHONPATH", _env(no_torch)["PYTHONPATH"])
-    from parity.adapters.base import BackendUnavailable
-
-    with pytest.raises(BackendUnavailable) as info:
-        run_in_subprocess(Job(backend="torch", config=config, weights=weights, inputs=inputs), tmp_path / "w")
-    assert str(info.value) == f"torch worker failed (exit 3): backend 'torch' is not installed: {SHIM_MESSAGE}"
+    with WorkerPool(fresh=True) as pool, pytest.raises(SideUnavailable) as info:
+        pool.run(Job(side="torch_impl", config=config, weights=weights, inputs=inputs, label="candidate n64_g2"))
+    assert str(info.value) == (f"side torch_impl, job 'candidate n64_g2': side 'torch_impl' is not installed: "
+                               f"{SHIM_MESSAGE}")

@@ -45,7 +45,7 @@ def test_table_json_and_proc(tmp_path):
 
 def _report_doc():
     case = {"key": "c", "timings": {"prepare_s": 0.1, "import_s": 2.0, "build_s": 1.0, "forward_s": 3.0,
-                                    "reference_forward_s": 2.0, "port_forward_s": 1.0, "local_s": 0.5,
+                                    "reference_forward_s": 2.0, "candidate_forward_s": 1.0, "local_s": 0.5,
                                     "compare_s": 0.2, "other_s": 0.1, "handoff_s": 0.0, "total_s": 7.0,
                                     "figures_s": 1.5, "write_s": 0.5}}
     return {"timings": {"wall_s": 10.0, "setup_s": 1.0, "harness_fraction": 0.35}, "cases": [case]}
@@ -118,13 +118,13 @@ def test_cli_parsing():
 def test_bench_pool_torch_job(tmp_path):
     """The worker protocol end to end with the port only (the cheaper framework): timed passes and a capture."""
     from parity import cases
-    from parity.adapters.base import Job
+    from parity.jobs import Job
 
     from benchmarks.pool import BenchPool
 
     config, weights, inputs = cases.prepare(cases.get_case("n64_g2").with_(batch=1))
     with BenchPool(tmp_path / "pool", threads=1) as pool:
-        job = Job(backend="torch", config=config, weights=weights, inputs=inputs, repeats=3)
+        job = Job(side="torch_impl", config=config, weights=weights, inputs=inputs, repeats=3)
         res, bench = pool.run(job, save=True, reset_hwm=True, weights_timing=True)
         assert len(bench["forward_times"]) == 3 and len(bench["load_weights_times"]) == 3
         assert bench["peak_rss_bytes"] > 0 and bench["wall_s"] >= bench["execute_s"]
@@ -132,4 +132,4 @@ def test_bench_pool_torch_job(tmp_path):
         assert pool.startup["torch"]["intra_op"] == 1
         _, bench2 = pool.run(job, save=False)
         assert math.isfinite(bench2["forward_times"][-1])
-    assert not list((tmp_path / "pool").glob("job*"))  # job folders are removed
+    assert not list((tmp_path / "pool").rglob("job0*"))  # job folders are removed

@@ -135,9 +135,9 @@ _CLEAN = {}
 def _port(case):
     """(adapter, clean model, inputs, clean stages) of a case, cached."""
     if case.name not in _CLEAN:
-        from parity.adapters.base import get_adapter
+        from parity.sides import get_side
 
-        adapter = get_adapter("torch")
+        adapter = get_side("torch_impl")
         config, weights, inputs = case_registry.prepare(case)
         model = adapter.build(config, weights, case.dtype, "cpu")
         _CLEAN[case.name] = (adapter, model, config, weights, inputs, adapter.forward(model, inputs))
@@ -191,11 +191,11 @@ def test_inject_all_checks_every_name_first_and_restores():
 
 
 def test_job_faults_run_through_execute():
-    from parity.adapters.base import Job, execute
+    from parity.jobs import Job, execute
 
     case = case_registry.get_case("n64_g2")
     adapter, model, config, weights, inputs, clean = _port(case)
-    job = Job(backend="torch", config=config, weights=weights, inputs=inputs, case=case.name,
+    job = Job(side="torch_impl", config=config, weights=weights, inputs=inputs, case=case.name,
               faults=("phase_missing_pi",))  # build-time: the job builds inside the block
     out = execute(job).capture
     assert out.meta["faults"] == ["phase_missing_pi"]

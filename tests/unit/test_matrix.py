@@ -10,13 +10,13 @@ from parity.matrix import run_matrix
 @pytest.fixture(scope="module")
 def cpu_matrix():
     return run_matrix("n64_g1", ("cpu", "cuda"), tf32=True, isolation="inprocess",
-                      available={"tf": {"cpu": "CPU"}, "torch": {"cpu": "CPU"}})
+                      available={"reference_tf": {"cpu": "CPU"}, "torch_impl": {"cpu": "CPU"}})
 
 
 def test_cpu_float32_is_checked_against_cpu_float64_for_both_backends(cpu_matrix):
     compared = [e for e in cpu_matrix.entries if e.status == "compared"]
     assert {(e.candidate, e.reference) for e in compared} == {
-        ("tf/cpu/float32", "tf/cpu/float64"), ("torch/cpu/float32", "torch/cpu/float64")}
+        ("reference_tf/cpu/float32", "reference_tf/cpu/float64"), ("torch_impl/cpu/float32", "torch_impl/cpu/float64")}
     for e in compared:
         assert e.result, e.result.summary()
         assert len(e.result.stages) == 15
@@ -26,7 +26,7 @@ def test_cpu_float32_is_checked_against_cpu_float64_for_both_backends(cpu_matrix
 
 def test_unavailable_cuda_is_reported_with_a_reason_and_does_not_fail(cpu_matrix):
     missing = [e for e in cpu_matrix.entries if e.status == "unavailable"]
-    assert {e.backend for e in missing} == {"tf", "torch"}
+    assert {e.side for e in missing} == {"reference_tf", "torch_impl"}
     assert all("sees no cuda device" in e.reason for e in missing)
     assert cpu_matrix.verdict == "pass"
     json.dumps(cpu_matrix.to_dict())
@@ -39,17 +39,17 @@ def test_a_float32_error_beyond_tolerance_fails_the_matrix(tmp_path):
         "[defaults.float64]\nrtol = 0.0\natol = 0.0\natol_scaled = 1e-15\n"
     )
     m = run_matrix("n64_g1", ("cpu",), tolerances=tight, isolation="inprocess",
-                   available={"tf": {"cpu": "CPU"}, "torch": {"cpu": "CPU"}})
+                   available={"reference_tf": {"cpu": "CPU"}, "torch_impl": {"cpu": "CPU"}})
     assert m.verdict == "fail"
 
 
 @pytest.mark.gpu
 def test_cuda_matrix():
     m = run_matrix("n64_g2", ("cpu", "cuda"), tf32=True)
-    torch_cuda = [e for e in m.entries if e.backend == "torch" and e.device == "cuda"]
+    torch_cuda = [e for e in m.entries if e.side == "torch_impl" and e.device == "cuda"]
     assert torch_cuda and all(e.status == "compared" for e in torch_cuda)
     refs = {e.reference for e in torch_cuda}
-    assert {"torch/cpu/float64", "torch/cpu/float32", "tf/cpu/float32"} <= refs
+    assert {"torch_impl/cpu/float64", "torch_impl/cpu/float32", "reference_tf/cpu/float32"} <= refs
     strict = [e for e in torch_cuda if "+tf32" not in e.candidate]
     assert all(e.result for e in strict), [e.result.summary() for e in strict if not e.result]
 

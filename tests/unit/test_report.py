@@ -44,16 +44,17 @@ def _snapshot(root: Path) -> dict:
 
 
 def _no_models(monkeypatch):
-    """Make any attempt to run a backend fail loudly."""
-    import parity.adapters.base as base
-    import parity.run as run
+    """Make any attempt to run a side fail loudly."""
+    import parity.engine as engine
+    import parity.jobs as jobs
+    import parity.pool as pool
 
     def boom(*a, **k):
         raise AssertionError("a model was run")
 
-    monkeypatch.setattr(base, "execute", boom)
-    monkeypatch.setattr(run, "execute", boom)
-    monkeypatch.setattr(run, "run_case", boom)
+    monkeypatch.setattr(jobs, "execute", boom)
+    monkeypatch.setattr(engine, "execute", boom)
+    monkeypatch.setattr(pool.WorkerPool, "submit", boom)
 
 
 @pytest.fixture(scope="session")
@@ -84,9 +85,10 @@ def test_run_writes_the_hub(session_hub):
     assert doc["verdict"] == "pass" and doc["parity_verdict"] == "pass"
     assert not (root / hub_mod.RUNNING).exists()
     for rel in (hub_mod.REPORT_JSON, hub_mod.SCHEMA_JSON, hub_mod.INDEX_HTML, hub_mod.SUMMARY_PNG, hub_mod.CONFIG_JSON,
-                "analysis/tf_patch_stats.json", "analysis/torch_patch_stats.json", "analysis/tf_patch_grid.png",
-                "analysis/torch_patch_grid.png", f"captures/{CASE}/tf.npz", f"captures/{CASE}/torch.npz",
-                f"captures/{CASE}/local.npz", f"analysis/{CASE}/error_by_stage.png"):
+                "analysis/reference_patch_stats.json", "analysis/candidate_patch_stats.json",
+                "analysis/reference_patch_grid.png", "analysis/candidate_patch_grid.png",
+                f"captures/{CASE}/reference.reference_tf.npz", f"captures/{CASE}/candidate.torch_impl.npz",
+                f"captures/{CASE}/local.torch_impl.npz", f"analysis/{CASE}/error_by_stage.png"):
         assert (root / rel).is_file(), rel
     for stage in ("amp", "phase", "canvas", "exit_wave", "far_field_amp"):
         assert (root / f"analysis/{CASE}/{stage}.png").is_file()
@@ -241,11 +243,11 @@ def test_refuses_to_overwrite_a_report(session_hub, monkeypatch, capsys):
 def test_refuses_files_at_the_reports_paths(tmp_path, monkeypatch, capsys):
     root = tmp_path / "user_hub"
     (root / "analysis").mkdir(parents=True)
-    (root / "analysis" / "torch_patch_stats.json").write_text('{"mine": true}')
+    (root / "analysis" / "candidate_patch_stats.json").write_text('{"mine": true}')
     _no_models(monkeypatch)
     assert main(["--case", CASE, "--hub", str(root)]) == 2
-    assert "torch_patch_stats.json" in capsys.readouterr().err
-    assert (root / "analysis" / "torch_patch_stats.json").read_text() == '{"mine": true}'
+    assert "candidate_patch_stats.json" in capsys.readouterr().err
+    assert (root / "analysis" / "candidate_patch_stats.json").read_text() == '{"mine": true}'
     assert sorted(p.name for p in root.rglob("*")) == ["analysis", "torch_patch_stats.json"]
 
 
@@ -416,33 +418,34 @@ def test_injected_fault_exit_1_and_localised(tmp_path, monkeypatch):
 
 
 def test_crashing_case_fails_but_the_report_is_written(tmp_path, monkeypatch):
-    import parity.run as run
+    import parity.engine as engine
 
-    def crash(*a, **k):
-        raise RuntimeError("backend exploded")
+    def crash(job):
+        raise RuntimeError("side exploded")
 
-    monkeypatch.setattr(run, "run_case", crash)
+    monkeypatch.setattr(engine, "execute", crash)
     out = tmp_path / "crash"
-    assert main(["--case", CASE, "--hub", str(out)]) == 1
+    assert main(["--case", CASE, "--hub", str(out), "--isolation", "inprocess"]) == 1
     doc = json.loads((out / hub_mod.REPORT_JSON).read_text())
     case = doc["cases"][0]
-    assert case["verdict"] == "fail" and "backend exploded" in case["error"] and case["stages"] == []
+    assert case["verdict"] == "fail" and "side exploded" in case["error"] and case["stages"] == []
+    assert case["errors"][0]["side"] == "reference_tf" and case["errors"][0]["kind"] == "error"
     schema = json.loads((out / hub_mod.SCHEMA_JSON).read_text())
     jsonschema.validate(doc, schema, cls=jsonschema.Draft202012Validator)
 
 
 # --------------------------------------------------------------------------- interruption
 def test_interrupted_run_leaves_no_verdict(tmp_path, monkeypatch, capsys):
-    import parity.run as run
+    import parity.engine as engine
 
-    real = run.execute
+    real = engine.execute
 
     def interrupt_port(job):
-        if job.backend == "torch":  # mid-way: the reference already ran
+        if job.side == "torch_impl":  # mid-way: the reference already ran
             raise KeyboardInterrupt
         return real(job)
 
-    monkeypatch.setattr(run, "execute", interrupt_port)
+    monkeypatch.setattr(engine, "execute", interrupt_port)
     out = tmp_path / "interrupted"
     assert main(["--case", CASE, "--hub", str(out), "--isolation", "inprocess"]) == 130
     assert "no parity_report.json" in capsys.readouterr().err
@@ -452,7 +455,7 @@ def test_interrupted_run_leaves_no_verdict(tmp_path, monkeypatch, capsys):
 
 
 def test_interrupted_forced_run_removes_the_old_verdict_first(session_hub, tmp_path, monkeypatch):
-    import parity.run as run
+    import parity.engine as engine
 
     copy = tmp_path / "copy"
     shutil.copytree(session_hub["root"], copy)
@@ -460,7 +463,37 @@ def test_interrupted_forced_run_removes_the_old_verdict_first(session_hub, tmp_p
     def interrupt(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(run, "run_case", interrupt)
-    assert main(["--case", CASE, "--hub", str(copy), "--force"]) == 130
+    monkeypatch.setattr(engine, "execute", interrupt)
+    assert main(["--case", CASE, "--hub", str(copy), "--force", "--isolation", "inprocess"]) == 130
     assert not (copy / hub_mod.REPORT_JSON).exists()
     assert (copy / "plans" / "plan.md").is_file() and (copy / "analysis" / "artifact_inventory.txt").is_file()
+
+
+# --------------------------------------------------------------------------- hung and crashed sides
+@pytest.mark.parametrize("side,kind,words", [("sleepy", "timeout", "no answer after 15 s (job timeout)"),
+                                             ("dying", "crash", "the worker died (exit code 17)")])
+def test_a_hung_or_crashed_side_errors_its_case_and_the_report_finishes(side, kind, words, tmp_path, capsys):
+    """A candidate that sleeps forever or exits mid-job: its cases error with the side, the job
+    and the worker's last lines; the report still finishes with every case and exit code 1."""
+    from parity import sides
+
+    sides.register_side(side, f"tests.helpers.sides:{side.capitalize()}Side")
+    try:
+        out = tmp_path / side
+        rc = main(["--pair", f"reference_tf:{side}", "--case", CASE, "n64_g1_pad_false", "--hub", str(out),
+                   "--job-timeout", "15", "--no-figures"])
+    finally:
+        sides.unregister_side(side)
+    assert rc == 1
+    doc = json.loads((out / hub_mod.REPORT_JSON).read_text())
+    assert [c["name"] for c in doc["cases"]] == [CASE, "n64_g1_pad_false"]
+    for case in doc["cases"]:
+        assert case["verdict"] == "fail" and case["stages"] == []
+        err = case["errors"][0]
+        assert err["side"] == side and err["kind"] == kind and words in err["reason"]
+        assert err["job"].startswith(f"candidate {case['name']} float32 cpu")
+        assert any(side in line for line in err["tail"])
+    printed = capsys.readouterr().out
+    assert f"side {side}, job 'candidate {CASE} float32 cpu" in printed and words in printed
+    page = (out / hub_mod.INDEX_HTML).read_text()
+    assert f"side <b>{side}</b>" in page and "last lines of the side" in page

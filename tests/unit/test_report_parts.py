@@ -140,11 +140,14 @@ def test_parse_devices():
 def test_resolve_devices_reports_the_reason(monkeypatch):
     import parity.report.devices as devices
 
-    monkeypatch.setattr(devices, "_backend_devices",
-                        lambda isolation: {"tf": {"cpu": "CPU"}, "torch": {"cpu": "CPU", "cuda": "H100"}})
-    got = {d.device: d for d in resolve_devices(["cpu", "cuda"])}
+    from parity.engine import Engine
+
+    engine = Engine()
+    monkeypatch.setattr(engine, "devices",
+                        lambda: {"reference_tf": {"cpu": "CPU"}, "torch_impl": {"cpu": "CPU", "cuda": "H100"}})
+    got = {d.device: d for d in resolve_devices(["cpu", "cuda"], engine)}
     assert got["cpu"].available and not got["cuda"].available
-    assert "TensorFlow sees no cuda device" in got["cuda"].reason and "PyTorch" not in got["cuda"].reason
+    assert "reference_tf sees no cuda device" in got["cuda"].reason and "torch_impl" not in got["cuda"].reason
     assert got["cuda"].to_dict()["status"] == "unavailable"
 
 

@@ -68,10 +68,10 @@ def test_wrong_expected_stage_or_undetected_fault_exits_1(tmp_path, monkeypatch,
     _with_fault(monkeypatch, wrong)
     hub = tmp_path / "hub"
     rc = selftest.main(["--hub", str(hub), "--fault", "fftshift_missing", "probe_norm_ones_mask",
-                        "--case", "n64_g2", "--false-alarm-seeds", "0", "--reference", "inprocess", "--quiet"])
+                        "--case", "n64_g2", "--false-alarm-seeds", "0", "--isolation", "inprocess", "--quiet"])
     assert rc == 1
     doc = json.loads((hub / "selftest.json").read_text())
-    assert doc["reference_mode"] == "inprocess"
+    assert doc["isolation"] == "inprocess" and doc["pair"]["candidate"] == "torch_impl"
     wrong_row, blind_row = doc["faults"]
     assert doc["verdict"] == "fail"
     assert wrong_row["status"] == "fail" and wrong_row["detected"] and not wrong_row["localised"]
@@ -137,17 +137,17 @@ def test_list_names_every_fault(capsys):
     assert "NO default case" not in out
 
 
-def test_reference_process_errors_come_back_as_one_line():
-    runner = selftest.ReferenceProcess()
+def test_a_failing_reference_is_a_usage_error(tmp_path, capsys):
+    """A reference side that cannot build is reported in one line with exit code 2."""
+    from parity import sides
+
+    sides.register_side("failing", "tests.helpers.sides:FailingSide")
     try:
-        with pytest.raises(selftest.ReferenceFailure) as info:
-            runner.forward(("nope", "float32"), {})
-        assert str(info.value) == "KeyError: ('nope', 'float32')" and info.value.kind == "run"
-        runner.submit([("nope", "float32")], {})
-        with pytest.raises(RuntimeError, match="receive\\(\\) the submitted forward"):
-            runner.submit([("nope", "float32")], {})
-        with pytest.raises(selftest.ReferenceFailure):
-            runner.receive()
+        rc = selftest.main(["--hub", str(tmp_path / "hub"), "--pair", "failing:torch_impl", "--case", "n64_g1",
+                            "--false-alarm-seeds", "0", "--fault", "fftshift_missing", "--quiet"])
     finally:
-        runner.close()
-    assert not runner._proc.is_alive()
+        sides.unregister_side("failing")
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("parity.selftest: error: the reference failed: RuntimeError: this side cannot build")
+    assert not (tmp_path / "hub").exists()
