@@ -510,6 +510,7 @@ class _State:
                 k, o = crashed[0]
                 node = self.plan.nodes[k]
                 out.error = f"side {node.side}, job {node.label!r}: the forward raised at stage {o.crash}"
+                out.exception = o.exception
                 out.errors = [{"side": node.side, "job": node.label, "kind": "error", "reason": o.crash, "tail": []}]
         for key in c.nodes:
             self._release(key)

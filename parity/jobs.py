@@ -68,6 +68,7 @@ class JobResult:
     timings: Dict[str, float] = field(default_factory=dict)
     crash: Optional[str] = None  # "<stage>: <error>" when the forward failed part-way
     file: Optional[Path] = None  # where a worker wrote the capture (a later job's teacher reads it)
+    exception: Optional[BaseException] = None  # in this process: what the forward raised (crash)
 
 
 def weights_digest(weights: Mapping[str, np.ndarray]) -> str:
@@ -130,6 +131,7 @@ def _execute(job: Job) -> JobResult:
     forward_times = []
     captured = None
     crash = None
+    raised = None
     for _ in range(max(1, job.repeats)):
         t0 = time.perf_counter()
         try:
@@ -138,6 +140,7 @@ def _execute(job: Job) -> JobResult:
             forward_times.append(time.perf_counter() - t0)
             failed = next((name for name, _ in job.graph if name not in exc.stages), "forward")
             captured, crash = exc.stages, f"{failed}: {exc}"
+            raised = exc.__cause__ or exc
             break
         forward_times.append(time.perf_counter() - t0)
         captured = captured if captured is not None else out
@@ -178,4 +181,5 @@ def _execute(job: Job) -> JobResult:
     }
     if crash is not None:
         meta["crash"] = crash
-    return JobResult(capture=Capture(stages=captured, meta=meta), local=local, timings=timings, crash=crash)
+    return JobResult(capture=Capture(stages=captured, meta=meta), local=local, timings=timings, crash=crash,
+                     exception=raised)

@@ -56,7 +56,7 @@ def case_run(case, outcome: Outcome) -> CaseRun:
             raise exc
         raise exc if exc is not None else RuntimeError(outcome.error)
     if outcome.error is not None:  # a crash part-way through a forward pass
-        raise RuntimeError(outcome.error)
+        raise outcome.exception if isinstance(outcome.exception, Exception) else RuntimeError(outcome.error)
     out = outcome.outputs
     timings = {"prepare_s": outcome.timings.get("prepare_s", 0.0), "compare_s": outcome.timings.get("compare_s", 0.0)}
     for role, jr in out.items():

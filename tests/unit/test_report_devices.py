@@ -14,7 +14,7 @@ def test_devices_cpu_cuda_runs_the_matrix_and_reports_cuda(tmp_path):
     jsonschema.validate(doc, json.loads((hub / "parity_report.schema.json").read_text()))
     m = doc["device_matrix"]
     compared = {(e["candidate"], e["reference"]) for e in m["entries"] if e["status"] == "compared"}
-    assert {("tf/cpu/float32", "tf/cpu/float64"), ("torch/cpu/float32", "torch/cpu/float64")} <= compared
+    assert {("reference_tf/cpu/float32", "reference_tf/cpu/float64"), ("torch_impl/cpu/float32", "torch_impl/cpu/float64")} <= compared
     for e in m["entries"]:
         if e["status"] == "compared":
             assert len(e["stages"]) == 15 and e["verdict"] == "pass"
@@ -27,4 +27,4 @@ def test_devices_cpu_cuda_runs_the_matrix_and_reports_cuda(tmp_path):
         assert all(e["status"] == "unavailable" and "sees no cuda device" in e["reason"] for e in cuda)
         assert any(d["device"] == "cuda" and d["status"] == "unavailable" for d in doc["devices"])
     page = (hub / "index.html").read_text()
-    assert "Device matrix (n64_g1)" in page and "torch/cpu/float64" in page
+    assert "Device matrix (n64_g1)" in page and "torch_impl/cpu/float64" in page
