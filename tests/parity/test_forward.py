@@ -90,3 +90,22 @@ def test_forward_golden_bites(case_cache, request, tmp_path, stage_name):
     assert stage_name + "." in message
     others = [s for s in stages.STAGE_NAMES if s != stage_name and f"\n{s}." in message]
     assert not others, f"only {stage_name} should differ, also reported: {others}"
+
+
+REPORT_NUMBERS = Path(__file__).parent / "data" / "default_report_numbers.json"
+
+
+def test_forward_report_numbers(case_cache, case_name):
+    """The committed per-stage numbers of the default report are reproduced bit for bit
+    (verdicts, max_abs, rel_l2 and local error; floats stored as repr strings)."""
+    import json
+
+    want = json.loads(REPORT_NUMBERS.read_text())["cases"]
+    if case_name not in want:
+        pytest.skip(f"{case_name} is not a case of the committed default report numbers")
+    result, _ = case_cache.get(case_name)
+    w = want[case_name]
+    got = {"verdict": result.verdict, "first_divergent_stage": result.first_divergent_stage,
+           "stages": {s.name: {"verdict": s.verdict, "max_abs": repr(s.max_abs), "rel_l2": repr(s.rel_l2),
+                               "local_error": repr(s.local_error)} for s in result.stages}}
+    assert got == w
