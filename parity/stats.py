@@ -25,7 +25,6 @@ Conventions
 from __future__ import annotations
 
 import math
-import time
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -715,38 +714,3 @@ def from_json(obj: Any) -> Any:
     if isinstance(obj, list):
         return [from_json(v) for v in obj]
     return decode_float(obj)
-
-
-# --------------------------------------------------------------------------- benchmark
-def _bench(shape: Tuple[int, ...] = (16, 4, 128, 128), repeat: int = 7, seed: int = 0) -> Dict[str, float]:
-    """Time a comparison of a complex64 pair against ``numpy.testing.assert_allclose``.
-
-    Returns best-of-``repeat`` seconds for ``assert_allclose``, :func:`error_stats`, and the full
-    per-stage work of :func:`parity.compare.compare` on a patch stage (:func:`compare_arrays`
-    with patches: error stats + patch errors + patch stats of both sides), and their ratios to
-    assert_allclose. The three are timed interleaved, so load on the machine affects them alike;
-    interleaving also keeps the allocator from recycling one function's pages for its next call,
-    so fresh-page costs are included (the conservative figure: looping one function alone gives
-    error_stats ~1.1-1.2x on the 2-core VM this was written on).
-    """
-    rng = np.random.default_rng(seed)
-    ref = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
-    cand = (ref * (1 + 1e-7 * rng.standard_normal(shape))).astype(np.complex64)
-    tol = {"rtol": 1e-5, "atol": 0.0, "atol_scaled": 1e-5}
-
-    runs = {
-        "assert_allclose": lambda: np.testing.assert_allclose(cand, ref, rtol=1e-5, atol=1e-5),
-        "error_stats": lambda: error_stats(ref, cand, tol),
-        "full_stage": lambda: compare_arrays(ref, cand, tol, patches=True),
-    }
-    best = {k: math.inf for k in runs}
-    for f in runs.values():
-        f()
-    for _ in range(repeat):
-        for k, f in runs.items():
-            t0 = time.perf_counter()
-            f()
-            best[k] = min(best[k], time.perf_counter() - t0)
-    t_np, t_err, t_full = best["assert_allclose"], best["error_stats"], best["full_stage"]
-    return {"assert_allclose_s": t_np, "error_stats_s": t_err, "full_stage_s": t_full,
-            "error_stats_ratio": t_err / t_np, "full_stage_ratio": t_full / t_np}

@@ -348,7 +348,7 @@ def test_large_stage_runs_chunked_and_consistent():
     assert s["rel_l2"] == pytest.approx(np.linalg.norm(d) / np.linalg.norm(ref.astype(complex)), rel=1e-12)
 
 
-# --------------------------------------------------------------------------- JSON and bench
+# --------------------------------------------------------------------------- JSON
 def test_to_json_plain_types_and_nonfinite_strings():
     obj = {"a": np.float32(1.5), "b": np.array([[1.0, np.nan], [np.inf, -np.inf]]), "c": (np.int64(2), 3),
            "d": np.bool_(True), "e": None, "f": 1 + 2j}
@@ -362,9 +362,3 @@ def test_to_json_plain_types_and_nonfinite_strings():
 def test_error_stats_is_json_able():
     s = error_stats(np.array([1.0, np.nan]), np.array([1.5, 2.0 + 0j]), tol(atol=1.0))
     json.dumps(stats.to_json(s), allow_nan=False)
-
-
-def test_bench_reports_ratios():
-    out = stats._bench(shape=(2, 2, 16, 16), repeat=1)
-    assert set(out) == {"assert_allclose_s", "error_stats_s", "full_stage_s", "error_stats_ratio", "full_stage_ratio"}
-    assert out["error_stats_ratio"] > 0
