@@ -264,14 +264,7 @@ def _core(r_src: np.ndarray, c_src: np.ndarray, *, wide, tol, tiny_rel, k_fail, 
         if iscomplex:
             red.update(amp_max_abs=np.empty(n_p), w_max=np.empty(n_p), ref_max=np.empty(n_p))
     if moments:
-        comps = ("amplitude", "phase") if iscomplex else ("value",)
-        mom = {side: {c: [np.empty(n_p) for _ in range(4)] for c in comps} for side in ("reference", "candidate")}
-        dev = np.empty(step)
-
-    def put_moments(side: str, comp: str, x: np.ndarray, ps: slice) -> None:
-        x2 = x.reshape(-1, n_patch)
-        for dst, src in zip(mom[side][comp], _moments(x2, dev[:x.size].reshape(x2.shape))):
-            dst[ps] = src
+        mom = {side: _PatchMoments(n_p, n_patch, iscomplex, step) for side in ("reference", "candidate")}
 
     # pass 1: |d|, |ref|, max, norms, complex amplitude / phase, per-patch reductions
     for sl in chunks:
@@ -296,8 +289,8 @@ def _core(r_src: np.ndarray, c_src: np.ndarray, *, wide, tol, tiny_rel, k_fail, 
             ss_d += float(red["ss_d"][ps].sum())
             ss_r += float(red["ss_r"][ps].sum())
             if moments and not iscomplex:
-                put_moments("reference", "value", rc, ps)
-                put_moments("candidate", "value", cc, ps)
+                mom["reference"].add("value", rc, ps)
+                mom["candidate"].add("value", cc, ps)
         else:
             ss_d += float(np.einsum("i,i->", ad, ad))
             ss_r += float(np.einsum("i,i->", ar, ar))
@@ -310,10 +303,10 @@ def _core(r_src: np.ndarray, c_src: np.ndarray, *, wide, tol, tiny_rel, k_fail, 
             ac = np.abs(cc, out=ac_buf[:k])
             pr = _angle(rc, re[:k], im[:k], pr_buf[:k])
             pc = _angle(cc, re[:k], im[:k], tmp[:k])
-            put_moments("reference", "amplitude", ar, ps)
-            put_moments("candidate", "amplitude", ac, ps)
-            put_moments("reference", "phase", pr, ps)
-            put_moments("candidate", "phase", pc, ps)
+            mom["reference"].add("amplitude", ar, ps)
+            mom["candidate"].add("amplitude", ac, ps)
+            mom["reference"].add("phase", pr, ps)
+            mom["candidate"].add("phase", pc, ps)
             amp = ac
             w = np.subtract(pc, pr, out=pc)
             np.abs(w, out=w)
@@ -486,13 +479,7 @@ def compare_arrays(ref: Any, cand: Any, tol: Any, *, tiny_rel: float = TINY_REL,
     elif patches:
         bp = shape[:2]
         result["patch_errors"] = _finish_patch_errors(red, bp, top_k)
-        hw = n_patch
-        result["patch_stats"] = {}
-        for side, comps in red["moments"].items():
-            st = {k: _stats_from_moments(*v, hw, bp) for k, v in comps.items()}
-            st = st["value"] if "value" in st else st
-            st["shape"] = [bp[0], bp[1], hw]
-            result["patch_stats"][side] = st
+        result["patch_stats"] = {side: m.result(bp) for side, m in red["moments"].items()}
 
     out["mismatch_count"] += nonfinite["elements"]
     out["mismatch_fraction"] = out["mismatch_count"] / n
@@ -620,6 +607,35 @@ def _stats_from_moments(mean, var, mn, mx, hw: int, bp) -> Dict[str, Any]:
     }
 
 
+class _PatchMoments:
+    """Per-patch moments of one side of a (B, C, N, N) stage, filled chunk by chunk.
+
+    The one implementation of the per-patch statistics: :func:`patch_stats` feeds it alone,
+    the fused pass of :func:`compare_arrays` feeds one per side with the |x| and angle(x) it
+    also needs for the differences. A chunk is a flat float64 run of whole patches (``ps`` the
+    slice of patch indices it covers); the components are "value" (real stages) or
+    "amplitude" and "phase" (complex stages).
+    """
+
+    def __init__(self, n_patches: int, hw: int, iscomplex: bool, step: int):
+        self.hw = hw
+        comps = ("amplitude", "phase") if iscomplex else ("value",)
+        self.acc = {c: [np.empty(n_patches) for _ in range(4)] for c in comps}
+        self.dev = np.empty(step)
+
+    def add(self, comp: str, x: np.ndarray, ps: slice) -> None:
+        x2 = x.reshape(-1, self.hw)
+        for dst, src in zip(self.acc[comp], _moments(x2, self.dev[:x.size].reshape(x2.shape))):
+            dst[ps] = src
+
+    def result(self, bp: Tuple[int, int]) -> Dict[str, Any]:
+        """The patch_stats dict for (B, C) = ``bp``."""
+        st = {k: _stats_from_moments(*v, self.hw, bp) for k, v in self.acc.items()}
+        st = st["value"] if "value" in st else st
+        st["shape"] = [bp[0], bp[1], self.hw]
+        return st
+
+
 def patch_stats(x: Any) -> Dict[str, Any]:
     """Per-patch statistics of a (B, C, N, N) stage, in float64.
 
@@ -636,34 +652,23 @@ def patch_stats(x: Any) -> Dict[str, Any]:
     hw = x.shape[2] * x.shape[3]
     if B * P == 0 or hw == 0:
         raise ValueError(f"patch_stats needs a non-empty patch stage, got shape {x.shape}")
-    rows = x.reshape(B * P, hw)
+    flat = x.reshape(-1)
     iscomplex = x.dtype.kind == "c"
-    step = max(1, _CHUNK // hw)
-    names = ("amplitude", "phase") if iscomplex else ("value",)
-    acc = {k: [np.empty(B * P) for _ in range(4)] for k in names}
-    dev = np.empty((step, hw))
+    step = _chunk_step(hw)
+    acc = _PatchMoments(B * P, hw, iscomplex, step)
     if iscomplex:
-        a_buf, p_buf, re, im = (np.empty((step, hw)) for _ in range(4))
-    for i in range(0, B * P, step):
-        sl = slice(i, min(i + step, B * P))
-        k = sl.stop - sl.start
+        a_buf, p_buf, re, im = (np.empty(step) for _ in range(4))
+    for i in range(0, flat.size, step):
+        sl = slice(i, min(i + step, flat.size))
+        ps = slice(sl.start // hw, sl.stop // hw)
         if iscomplex:
-            xc = rows[sl].astype(np.complex128, copy=False)
-            amp = np.abs(xc, out=a_buf[:k])
-            np.copyto(re[:k], xc.real)
-            np.copyto(im[:k], xc.imag)
-            ph = np.arctan2(im[:k], re[:k], out=p_buf[:k])
-            parts = {"amplitude": amp, "phase": ph}
+            k = sl.stop - sl.start
+            xc = flat[sl].astype(np.complex128, copy=False)
+            acc.add("amplitude", np.abs(xc, out=a_buf[:k]), ps)
+            acc.add("phase", _angle(xc, re[:k], im[:k], p_buf[:k]), ps)
         else:
-            parts = {"value": rows[sl].astype(np.float64, copy=False)}
-        for name, v in parts.items():
-            for dst, src in zip(acc[name], _moments(v, dev[:k])):
-                dst[sl] = src
-    out = {k: _stats_from_moments(*acc[k], hw, (B, P)) for k in names}
-    if not iscomplex:
-        out = out["value"]
-    out["shape"] = [B, P, hw]
-    return out
+            acc.add("value", flat[sl].astype(np.float64, copy=False), ps)
+    return acc.result((B, P))
 
 
 # --------------------------------------------------------------------------- JSON
