@@ -1,7 +1,7 @@
 """Two captures -> a :class:`CaseResult`. Never raises on a numeric mismatch.
 
 :func:`compare` checks the stage sets, shapes and dtype kinds, computes the error statistics of
-every stage (parity.stats), per-patch statistics for patch-shaped stages, and, when given
+every stage (parity.stats.errors), per-patch statistics for patch-shaped stages, and, when given
 teacher-forced candidate stages (``local``), labels each stage as the root cause of a failure or
 as having inherited it. :func:`recheck` re-derives the verdicts under new tolerances, from the
 captures when given, else from the statistics stored in a result (exactly when the new
@@ -26,15 +26,16 @@ import numpy as np
 from parity import messages
 from parity.capture import Capture
 from parity.stages import BY_NAME, STAGE_NAMES
-from parity.stats import TINY_REL, TOP_K, allowed_mismatches, compare_arrays, error_stats, from_json, \
-    min_passing_tolerance, to_json
+from parity.jsonable import from_json, to_json
+from parity.stats.errors import TINY_REL, allowed_mismatches, compare_arrays, error_stats, min_passing_tolerance
+from parity.stats.patches import TOP_K
 from parity.tolerances import Tolerance, ToleranceTable, dtype_key
 
 SCHEMA = "parity.case_result"
 SCHEMA_VERSION = 1
 LABELS = ("ok", "root_cause", "propagated", "not_checked")
 
-# Fields of StageResult filled from parity.stats.error_stats (same names).
+# Fields of StageResult filled from parity.stats.errors.error_stats (same names).
 _STAT_FIELDS = ("max_abs", "max_rel", "rel_max", "rel_l2", "mismatch_count", "mismatch_fraction",
                 "allowed_mismatches", "worst_index", "worst_rel_index", "quantiles", "min_passing_tolerance",
                 "margin", "n_zero_ref", "n_tiny_ref", "tiny", "nonfinite", "complex_stats", "ulp", "ref_max_abs",
@@ -166,8 +167,8 @@ class CaseResult:
     ``stages`` in parity.stages order (stages unknown to parity.stages last);
     ``first_divergent_stage``: first failing stage; ``root_cause_stage``: first stage labelled
     root_cause (needs ``local``); ``problems``: structural problems as sentences;
-    ``patch_stats``: ``{"reference"|"candidate": {stage: parity.stats.patch_stats(...)}}``;
-    ``patch_errors``: ``{stage: parity.stats.patch_errors(...)}``; ``backends``:
+    ``patch_stats``: ``{"reference"|"candidate": {stage: parity.stats.patches.patch_stats(...)}}``;
+    ``patch_errors``: ``{stage: parity.stats.patches.patch_errors(...)}``; ``backends``:
     ``{"reference"|"candidate": meta["backend"]}``; ``dtype``/``device``: what the tolerances
     were resolved for (``dtype`` None: per stage from the candidate's dtype).
     """

@@ -19,7 +19,7 @@ _T0 = time.perf_counter()
 
 from parity import cases as case_registry  # noqa: E402
 from parity.messages import fmt  # noqa: E402
-from parity.stats import decode_float  # noqa: E402
+from parity.jsonable import decode_float  # noqa: E402
 from parity.tolerances import DTYPES, NOISE_FLOOR_K  # noqa: E402
 
 from . import ArtifactError, ReportInputError, ReportOptions, build_report  # noqa: E402

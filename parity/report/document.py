@@ -1,7 +1,7 @@
 """parity_report.json: assembling the document (its schema is parity.report.schema).
 
 Everything is plain JSON: non-finite floats are the strings "nan", "inf", "-inf" (the
-convention of parity.compare / parity.stats.to_json), ``None`` means "not computed".
+convention of parity.compare / parity.jsonable.to_json), ``None`` means "not computed".
 
 Verdicts: a case passes when every stage passes and it did not crash. ``parity_verdict`` is
 "pass" when every case passes; the top-level ``verdict`` (what gates read, and what the exit
@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from parity.compare import SCHEMA as CASE_SCHEMA
 from parity.compare import SCHEMA_VERSION as CASE_SCHEMA_VERSION
-from parity.stats import encode_float, to_json
+from parity.jsonable import encode_float, to_json
 
 from . import hub as hub_mod
 from .devices import DeviceStatus

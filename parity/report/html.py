@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 from parity.messages import fmt
 from parity.stages import STAGE_NAMES
-from parity.stats import decode_float
+from parity.jsonable import decode_float
 
 from .figures import LOG_MARGIN_RANGE, log_margin, margin_colour, shown_margin
 

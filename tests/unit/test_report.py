@@ -21,7 +21,7 @@ import pytest
 
 from parity.report import hub as hub_mod
 from parity.report.__main__ import build_parser, main
-from parity.stats import decode_float
+from parity.jsonable import decode_float
 
 jsonschema = pytest.importorskip("jsonschema")
 

@@ -1,4 +1,4 @@
-"""Error statistics of one stage and per-patch statistics: pure NumPy functions, no I/O.
+"""Error statistics of one stage: pure NumPy functions, no I/O.
 
 Glossary (forward-model.md): B batch, C patches per group (K in the decoder), N patch side,
 M canvas side. Patch-shaped stages are (B, C|K, N, N), channels-first.
@@ -25,17 +25,16 @@ Conventions
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
+from .patches import TOP_K, PatchMoments, check_patch_shape, finish_patch_errors, patch_errors, patch_stats
+from .reductions import ArgMax, angle, chunk_step, kth_largest, quantiles, safe_div, ulps
+
 TINY_REL = 1e-6
-TOP_K = 5
-_SMALL = 32768  # below this, order statistics use a plain np.partition
-_CHUNK = 65536  # elements per chunk: temporaries stay in cache and fresh pages are few
 
 
-# --------------------------------------------------------------------------- helpers
 def _tol_fields(tol: Any) -> Tuple[float, float, float, float]:
     """(rtol, atol, atol_scaled, max_mismatch_fraction) from a Tolerance or a mapping."""
     get = tol.get if isinstance(tol, Mapping) else (lambda k, default=None: getattr(tol, k, default))
@@ -63,138 +62,6 @@ def allowed_mismatches(fraction: float, n: int) -> int:
 
 def _unravel(flat: int, shape: Tuple[int, ...]) -> Tuple[int, ...]:
     return tuple(int(i) for i in np.unravel_index(int(flat), shape)) if shape else ()
-
-
-def _select(a: np.ndarray, ranks: Sequence[int]) -> np.ndarray:
-    """Exact order statistics ``sort(a)[ranks]`` of a 1-d float array without a full sort.
-
-    A strided sample brackets each group of nearby ranks; the bracket is verified by counting,
-    and only the elements inside it are partitioned. Falls back to ``np.partition`` of the
-    whole array when a bracket fails (e.g. on adversarially periodic data).
-    """
-    n = a.size
-    ranks = sorted(int(r) for r in ranks)
-    if n <= _SMALL:
-        return np.partition(a, ranks)[ranks]
-    step = max(1, n // 16384)
-    s = np.sort(a[::step])
-    m = s.size
-    groups = []  # [jl, ju, [ranks]] with overlapping sample brackets merged
-    for rank in ranks:
-        q = rank / (n - 1)
-        j = q * (m - 1)
-        delta = 5.0 * math.sqrt(m * max(q * (1 - q), 1.0 / m)) + 10.0
-        jl, ju = int(math.floor(j - delta)), int(math.ceil(j + delta))
-        if groups and jl <= groups[-1][1]:
-            groups[-1][1] = max(groups[-1][1], ju)
-            groups[-1][2].append(rank)
-        else:
-            groups.append([jl, ju, [rank]])
-    vals = {}
-    for jl, ju, group in groups:
-        lo = s[jl] if jl >= 0 else -np.inf
-        hi = s[ju] if ju < m else np.inf
-        mask = None
-        n_lt, n_le = 0, n
-        if jl >= 0:
-            mask = a >= lo
-            n_lt = n - int(np.count_nonzero(mask))
-        if ju < m:
-            le = a <= hi
-            n_le = int(np.count_nonzero(le))
-            mask = le if mask is None else np.logical_and(mask, le, out=mask)
-        if not (n_lt <= group[0] and group[-1] < n_le):
-            vals.update(zip(group, np.partition(a, group)[group]))
-        elif lo == hi:
-            vals.update((r, lo) for r in group)
-        else:
-            band = a[mask] if mask is not None else a
-            k = [r - n_lt for r in group]
-            vals.update(zip(group, np.partition(band, k)[k]))
-    return np.array([vals[r] for r in ranks], dtype=float)
-
-
-def quantiles(a: np.ndarray, qs: Sequence[float]) -> np.ndarray:
-    """Same values as ``np.quantile(a, qs)`` (linear method) for a 1-d finite array, faster."""
-    n = a.size
-    if n == 0:
-        return np.full(len(qs), np.nan)
-    pos = [(n - 1) * q for q in qs]
-    lo = [int(math.floor(p)) for p in pos]
-    hi = [min(l + 1, n - 1) for l in lo]
-    ranks = sorted(set(lo + hi))
-    vals = dict(zip(ranks, _select(a, ranks)))
-    out = np.empty(len(qs))
-    for i, (p, l, h) in enumerate(zip(pos, lo, hi)):
-        a_, b_, t = vals[l], vals[h], p - l
-        if a_ == b_ or t == 0:
-            out[i] = a_
-        elif not (math.isfinite(a_) and math.isfinite(b_)):
-            out[i] = b_  # e.g. ULPs against a zero float64 reference are inf
-        else:
-            diff = b_ - a_
-            out[i] = b_ - diff * (1 - t) if t >= 0.5 else a_ + diff * t  # as numpy's _lerp
-    return out
-
-
-def _kth_largest(a: np.ndarray, k: int) -> float:
-    """k-th largest element (k >= 1) of a 1-d array; 0 when k > a.size."""
-    if k > a.size:
-        return 0.0
-    return float(_select(a, [a.size - k])[0])
-
-
-def _ulps(absd: np.ndarray, absr: np.ndarray, grid: np.dtype, out: Optional[np.ndarray] = None) -> np.ndarray:
-    """|d| in units of the spacing of |ref| rounded to ``grid`` (float32 or float64).
-
-    spacing(x) = 2**max(e - p, emin) with x = m * 2**e (frexp), p the mantissa bits + 1 and
-    2**emin the smallest subnormal; it equals np.spacing(x) for finite x >= 0.
-    """
-    fi = np.finfo(grid)
-    p, emin = fi.nmant + 1, fi.minexp - fi.nmant
-    with np.errstate(over="ignore", invalid="ignore"):
-        mant, e = np.frexp(absr.astype(grid, copy=False))
-    np.subtract(e, p, out=e)
-    np.maximum(e, emin, out=e)
-    zero = mant == 0
-    if zero.any():
-        e[zero] = emin
-    np.negative(e, out=e)
-    with np.errstate(over="ignore"):
-        return np.ldexp(absd, e, out=out)
-
-
-def _safe_div(a: float, b: float) -> float:
-    if b > 0:
-        return a / b
-    return 0.0 if a == 0 else math.inf
-
-
-class _ArgMax:
-    """Running maximum over chunks with the flat index of its first occurrence (NaN wins)."""
-
-    __slots__ = ("value", "index")
-
-    def __init__(self) -> None:
-        self.value, self.index = -math.inf, -1
-
-    def update(self, x: np.ndarray, offset: int) -> int:
-        """Fold in a chunk; returns the chunk-local index when it holds the new maximum, else -1."""
-        if x.size == 0:
-            return -1
-        i = int(np.argmax(x))
-        v = float(x[i])
-        if v > self.value or (math.isnan(v) and not math.isnan(self.value)):
-            self.value, self.index = v, offset + i
-            return i
-        return -1
-
-
-def _chunk_step(n_patch: Optional[int]) -> int:
-    """Elements per chunk: about _CHUNK, a whole number of patches when n_patch is given."""
-    if not n_patch:
-        return _CHUNK
-    return max(1, _CHUNK // n_patch) * n_patch
 
 
 def min_passing_tolerance(tol: Tuple[float, float, float], margin: float, max_abs: float,
@@ -225,14 +92,6 @@ def _empty_stats(shape, ref_dtype, cand_dtype, iscomplex) -> Dict[str, Any]:
     }
 
 
-# --------------------------------------------------------------------------- error statistics
-def _angle(z: np.ndarray, re: np.ndarray, im: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """angle(z) in (-pi, pi] via contiguous copies (arctan2 on strided views is not vectorised)."""
-    np.copyto(re, z.real)
-    np.copyto(im, z.imag)
-    return np.arctan2(im, re, out=out)
-
-
 def _core(r_src: np.ndarray, c_src: np.ndarray, *, wide, tol, tiny_rel, k_fail, grid, n_patch, moments,
           out: Dict[str, Any], pos) -> Optional[Dict[str, Any]]:
     """Statistics of flat arrays r_src, c_src (any float/complex dtype, converted chunk by chunk).
@@ -248,12 +107,12 @@ def _core(r_src: np.ndarray, c_src: np.ndarray, *, wide, tol, tiny_rel, k_fail, 
     iscomplex = wide is np.complex128
     n = r_src.size
     absd, absr = np.empty(n), np.empty(n)
-    step = _chunk_step(n_patch)
+    step = chunk_step(n_patch)
     chunks = [slice(i, min(i + step, n)) for i in range(0, n, step)]
-    best_d, ref_max, ss_d, ss_r = _ArgMax(), 0.0, 0.0, 0.0
+    best_d, ref_max, ss_d, ss_r = ArgMax(), 0.0, 0.0, 0.0
     moments = bool(moments and n_patch)
     if iscomplex:
-        best_amp, best_w, sum_w, sum_r = _ArgMax(), _ArgMax(), 0.0, 0.0
+        best_amp, best_w, sum_w, sum_r = ArgMax(), ArgMax(), 0.0, 0.0
         tmp, re, im, ac_buf = (np.empty(step) for _ in range(4))
         if moments:
             pr_buf = np.empty(step)
@@ -264,7 +123,7 @@ def _core(r_src: np.ndarray, c_src: np.ndarray, *, wide, tol, tiny_rel, k_fail, 
         if iscomplex:
             red.update(amp_max_abs=np.empty(n_p), w_max=np.empty(n_p), ref_max=np.empty(n_p))
     if moments:
-        mom = {side: _PatchMoments(n_p, n_patch, iscomplex, step) for side in ("reference", "candidate")}
+        mom = {side: PatchMoments(n_p, n_patch, iscomplex, step) for side in ("reference", "candidate")}
 
     # pass 1: |d|, |ref|, max, norms, complex amplitude / phase, per-patch reductions
     for sl in chunks:
@@ -301,8 +160,8 @@ def _core(r_src: np.ndarray, c_src: np.ndarray, *, wide, tol, tiny_rel, k_fail, 
             # |c|, angle(r), angle(c) serve both the patch moments and the differences;
             # |wrap(angle(c) - angle(r))| = min(a, 2 pi - a) with a = |angle(c) - angle(r)|
             ac = np.abs(cc, out=ac_buf[:k])
-            pr = _angle(rc, re[:k], im[:k], pr_buf[:k])
-            pc = _angle(cc, re[:k], im[:k], tmp[:k])
+            pr = angle(rc, re[:k], im[:k], pr_buf[:k])
+            pc = angle(cc, re[:k], im[:k], tmp[:k])
             mom["reference"].add("amplitude", ar, ps)
             mom["candidate"].add("amplitude", ac, ps)
             mom["reference"].add("phase", pr, ps)
@@ -317,7 +176,7 @@ def _core(r_src: np.ndarray, c_src: np.ndarray, *, wide, tol, tiny_rel, k_fail, 
             # wrapped phase difference angle(c conj(r)) in (-pi, pi]: exact for tiny differences
             np.conjugate(rc, out=d)
             d *= cc
-            w = _angle(d, re[:k], im[:k], tmp[:k])
+            w = angle(d, re[:k], im[:k], tmp[:k])
             np.abs(w, out=w)
         amp -= ar
         np.abs(amp, out=amp)
@@ -336,15 +195,15 @@ def _core(r_src: np.ndarray, c_src: np.ndarray, *, wide, tol, tiny_rel, k_fail, 
     tiny = tiny_rel * ref_max
     base = atol + atol_scaled * ref_max
     out.update(max_abs=max_abs, worst_index=pos(i_abs), ref_max_abs=ref_max, tiny=tiny,
-               rel_max=_safe_div(max_abs, ref_max), rel_l2=_safe_div(math.sqrt(ss_d), math.sqrt(ss_r)))
+               rel_max=safe_div(max_abs, ref_max), rel_l2=safe_div(math.sqrt(ss_d), math.sqrt(ss_r)))
     q = quantiles(absd, (0.5, 0.99))
     out["quantiles"] = {"p50": float(q[0]), "p99": float(q[1]), "max": max_abs}
     if iscomplex:
         out["complex_stats"] = {
             "amp_max_abs": best_amp.value, "amp_worst_index": pos(best_amp.index),
-            "amp_rel_max": _safe_div(best_amp.value, ref_max),
-            "phase_max_weighted": _safe_div(best_w.value, ref_max), "phase_worst_index": pos(best_w.index),
-            "phase_mean_weighted": _safe_div(sum_w, sum_r),
+            "amp_rel_max": safe_div(best_amp.value, ref_max),
+            "phase_max_weighted": safe_div(best_w.value, ref_max), "phase_worst_index": pos(best_w.index),
+            "phase_mean_weighted": safe_div(sum_w, sum_r),
         }
 
     # tolerance: ratio = |d| / (atol + atol_scaled * max|ref| + rtol * |ref|); the stage passes
@@ -355,18 +214,18 @@ def _core(r_src: np.ndarray, c_src: np.ndarray, *, wide, tol, tiny_rel, k_fail, 
             margin = max_abs / base
             mism = int(np.count_nonzero(absd > base)) if margin > 1 else 0
             if k_fail > 1:
-                margin = _kth_largest(absd, k_fail) / base
+                margin = kth_largest(absd, k_fail) / base
         else:
             mism = int(np.count_nonzero(absd)) if max_abs > 0 else 0
             margin = math.inf if (max_abs > 0 and k_fail <= mism) else 0.0
         witness_ratio = [max_abs, float(absr[i_abs])]
     else:
-        best_ratio, mism, witness_ratio = _ArgMax(), 0, None
+        best_ratio, mism, witness_ratio = ArgMax(), 0, None
         if k_fail > 1:
             ratio_full = np.empty(n)
 
     # pass 2: relative differences, ratios, ULPs (written over |d|)
-    best_rel, best_ulp, n_small, n_zero, witness_rel = _ArgMax(), _ArgMax(), 0, 0, None
+    best_rel, best_ulp, n_small, n_zero, witness_rel = ArgMax(), ArgMax(), 0, 0, None
     scratch = np.empty(step)
     for sl in chunks:
         ad, ar = absd[sl], absr[sl]
@@ -402,11 +261,11 @@ def _core(r_src: np.ndarray, c_src: np.ndarray, *, wide, tol, tiny_rel, k_fail, 
             if ratio_full is not None:
                 ratio_full[sl] = t
         if grid is not None:
-            best_ulp.update(_ulps(ad, ar, grid, out=ad), sl.start)
+            best_ulp.update(ulps(ad, ar, grid, out=ad), sl.start)
     if rtol != 0.0:
         margin = best_ratio.value
         if k_fail > 1:
-            margin = _kth_largest(ratio_full, k_fail)
+            margin = kth_largest(ratio_full, k_fail)
     out.update(n_zero_ref=n_zero, n_tiny_ref=n_small - n_zero, margin=float(margin), mismatch_count=mism,
                witness={"abs": [max_abs, float(absr[i_abs])], "ratio": witness_ratio, "rel": witness_rel})
     if best_rel.index >= 0:
@@ -432,7 +291,7 @@ def compare_arrays(ref: Any, cand: Any, tol: Any, *, tiny_rel: float = TINY_REL,
         raise ValueError(f"shape mismatch: reference {ref.shape} vs candidate {cand.shape}; "
                          f"arrays are never broadcast")
     if patches:
-        _check_patch_shape(ref, "patch_errors")
+        check_patch_shape(ref, "patch_errors")
     rtol, atol, atol_scaled, frac = _tol_fields(tol)
     iscomplex = ref.dtype.kind == "c" or cand.dtype.kind == "c"
     wide = np.complex128 if iscomplex else np.float64
@@ -478,7 +337,7 @@ def compare_arrays(ref: Any, cand: Any, tol: Any, *, tiny_rel: float = TINY_REL,
             result["patch_stats"] = {"reference": patch_stats(ref), "candidate": patch_stats(cand)}
     elif patches:
         bp = shape[:2]
-        result["patch_errors"] = _finish_patch_errors(red, bp, top_k)
+        result["patch_errors"] = finish_patch_errors(red, bp, top_k)
         result["patch_stats"] = {side: m.result(bp) for side, m in red["moments"].items()}
 
     out["mismatch_count"] += nonfinite["elements"]
@@ -511,211 +370,3 @@ def error_stats(ref: Any, cand: Any, tol: Any, *, tiny_rel: float = TINY_REL) ->
     max_mismatch_fraction).
     """
     return compare_arrays(ref, cand, tol, tiny_rel=tiny_rel)["errors"]
-
-
-# --------------------------------------------------------------------------- per patch
-def _check_patch_shape(x: np.ndarray, what: str) -> None:
-    if x.ndim != 4:
-        raise ValueError(f"{what} needs a (B, C, N, N) patch stage, got shape {x.shape}")
-
-
-def _top_k(values: np.ndarray, k: int) -> list:
-    flat = values.ravel()
-    k = min(k, flat.size)
-    if k == 0:
-        return []
-    key = np.where(np.isnan(flat), np.inf, flat)  # a NaN patch ranks first
-    idx = np.argpartition(-key, k - 1)[:k]
-    idx = idx[np.argsort(-key[idx], kind="stable")]
-    P = values.shape[1]
-    return [(int(i // P), int(i % P), float(flat[i])) for i in idx]
-
-
-def _finish_patch_errors(red: Dict[str, np.ndarray], bp: Tuple[int, int], top_k: int) -> Dict[str, Any]:
-    """Per-patch reductions (flat over B*C) -> the patch_errors dict."""
-    ss_d, ss_r = red["ss_d"].reshape(bp), red["ss_r"].reshape(bp)
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        rel_l2 = np.sqrt(ss_d) / np.sqrt(ss_r)
-    rel_l2 = np.where(ss_r > 0, rel_l2, np.where(ss_d > 0, np.inf, 0.0))
-    max_abs = red["max_abs"].reshape(bp)
-    out = {"shape": list(bp), "max_abs": max_abs, "rel_l2": rel_l2, "worst": _top_k(max_abs, top_k)}
-    if "amp_max_abs" in red:
-        out["amp_max_abs"] = red["amp_max_abs"].reshape(bp)
-        pmax, wmax = red["ref_max"].reshape(bp), red["w_max"].reshape(bp)
-        out["phase_max_weighted"] = np.divide(wmax, pmax, out=np.zeros_like(wmax), where=pmax > 0)
-    return out
-
-
-def patch_errors(ref: Any, cand: Any, *, top_k: int = TOP_K) -> Dict[str, Any]:
-    """Per-patch errors of a (B, C, N, N) stage.
-
-    Returns ``max_abs`` and ``rel_l2`` (``||d|| / ||ref||`` per patch; inf for a zero reference
-    patch with a nonzero difference), arrays of shape (B, C) on the complex difference for complex
-    stages, which also get ``amp_max_abs`` and ``phase_max_weighted`` (as in error_stats) per
-    patch; ``worst``: the top-k patches by max_abs as ``(b, c, value)``. A non-finite value
-    (either side) makes its patch's errors inf, so such patches come first.
-    """
-    ref, cand = np.asarray(ref), np.asarray(cand)
-    if ref.shape != cand.shape:
-        raise ValueError(f"shape mismatch: reference {ref.shape} vs candidate {cand.shape}; "
-                         f"arrays are never broadcast")
-    _check_patch_shape(ref, "patch_errors")
-    iscomplex = ref.dtype.kind == "c" or cand.dtype.kind == "c"
-    wide = np.complex128 if iscomplex else np.float64
-    B, P = ref.shape[:2]
-    r = ref.astype(wide).reshape(B * P, -1)
-    c = cand.astype(wide).reshape(B * P, -1)
-    with np.errstate(invalid="ignore", over="ignore"):
-        absd = np.abs(c - r)
-        absd[~np.isfinite(absd)] = np.inf
-        absr = np.abs(r)
-        absr[~np.isfinite(absr)] = 0.0
-        hw = absd.shape[1]
-        red = {"max_abs": absd.max(axis=1) if hw else np.zeros(B * P),
-               "ss_d": np.einsum("ij,ij->i", absd, absd), "ss_r": np.einsum("ij,ij->i", absr, absr)}
-        if iscomplex:
-            amp = np.abs(np.abs(c) - absr)
-            amp[~np.isfinite(amp)] = np.inf
-            w = np.abs(np.angle(c * np.conj(r))) * absr
-            w[~np.isfinite(w)] = np.inf
-            red.update(amp_max_abs=amp.max(axis=1) if hw else np.zeros(B * P),
-                       w_max=w.max(axis=1) if hw else np.zeros(B * P),
-                       ref_max=absr.max(axis=1) if hw else np.zeros(B * P))
-    return _finish_patch_errors(red, (B, P), top_k)
-
-
-def _moments(x: np.ndarray, dev: np.ndarray) -> Tuple[np.ndarray, ...]:
-    """Per-row mean, population variance, min, max of a float64 (rows, hw) chunk."""
-    mean = x.mean(axis=1)
-    np.subtract(x, mean[:, None], out=dev)
-    var = np.einsum("ij,ij->i", dev, dev) / x.shape[1]
-    return mean, var, x.min(axis=1), x.max(axis=1)
-
-
-def _stats_from_moments(mean, var, mn, mx, hw: int, bp) -> Dict[str, Any]:
-    n = mean.size * hw
-    g_mean = float(mean.mean())
-    # total sum of squares from per-patch moments (law of total variance)
-    dm = mean - g_mean
-    ss = float(hw * var.sum() + hw * np.einsum("i,i->", dm, dm))
-    return {
-        "per_patch": {"mean": mean.reshape(bp), "std": np.sqrt(var).reshape(bp), "min": mn.reshape(bp),
-                      "max": mx.reshape(bp), "var_zero_mean": var.reshape(bp)},
-        "global_mean": g_mean,
-        "global_std": math.sqrt(ss / (n - 1)) if n > 1 else math.nan,
-        "var_zero_mean": float(var.mean()),
-    }
-
-
-class _PatchMoments:
-    """Per-patch moments of one side of a (B, C, N, N) stage, filled chunk by chunk.
-
-    The one implementation of the per-patch statistics: :func:`patch_stats` feeds it alone,
-    the fused pass of :func:`compare_arrays` feeds one per side with the |x| and angle(x) it
-    also needs for the differences. A chunk is a flat float64 run of whole patches (``ps`` the
-    slice of patch indices it covers); the components are "value" (real stages) or
-    "amplitude" and "phase" (complex stages).
-    """
-
-    def __init__(self, n_patches: int, hw: int, iscomplex: bool, step: int):
-        self.hw = hw
-        comps = ("amplitude", "phase") if iscomplex else ("value",)
-        self.acc = {c: [np.empty(n_patches) for _ in range(4)] for c in comps}
-        self.dev = np.empty(step)
-
-    def add(self, comp: str, x: np.ndarray, ps: slice) -> None:
-        x2 = x.reshape(-1, self.hw)
-        for dst, src in zip(self.acc[comp], _moments(x2, self.dev[:x.size].reshape(x2.shape))):
-            dst[ps] = src
-
-    def result(self, bp: Tuple[int, int]) -> Dict[str, Any]:
-        """The patch_stats dict for (B, C) = ``bp``."""
-        st = {k: _stats_from_moments(*v, self.hw, bp) for k, v in self.acc.items()}
-        st = st["value"] if "value" in st else st
-        st["shape"] = [bp[0], bp[1], self.hw]
-        return st
-
-
-def patch_stats(x: Any) -> Dict[str, Any]:
-    """Per-patch statistics of a (B, C, N, N) stage, in float64.
-
-    Real stages: ``{"shape", "per_patch": {mean, std, min, max, var_zero_mean}, "global_mean",
-    "global_std", "var_zero_mean"}`` where per-patch arrays are (B, C), std is the population
-    std over the patch, ``var_zero_mean`` = mean((x - patch mean)^2) (per patch equal to std**2,
-    globally the mean of the per-patch values), and ``global_std`` is unbiased (ddof=1, as
-    torch.std). Complex stages: ``{"shape", "amplitude": {...}, "phase": {...}}`` with the same
-    fields computed on |x| and on angle(x) in (-pi, pi].
-    """
-    x = np.asarray(x)
-    _check_patch_shape(x, "patch_stats")
-    B, P = x.shape[:2]
-    hw = x.shape[2] * x.shape[3]
-    if B * P == 0 or hw == 0:
-        raise ValueError(f"patch_stats needs a non-empty patch stage, got shape {x.shape}")
-    flat = x.reshape(-1)
-    iscomplex = x.dtype.kind == "c"
-    step = _chunk_step(hw)
-    acc = _PatchMoments(B * P, hw, iscomplex, step)
-    if iscomplex:
-        a_buf, p_buf, re, im = (np.empty(step) for _ in range(4))
-    for i in range(0, flat.size, step):
-        sl = slice(i, min(i + step, flat.size))
-        ps = slice(sl.start // hw, sl.stop // hw)
-        if iscomplex:
-            k = sl.stop - sl.start
-            xc = flat[sl].astype(np.complex128, copy=False)
-            acc.add("amplitude", np.abs(xc, out=a_buf[:k]), ps)
-            acc.add("phase", _angle(xc, re[:k], im[:k], p_buf[:k]), ps)
-        else:
-            acc.add("value", flat[sl].astype(np.float64, copy=False), ps)
-    return acc.result((B, P))
-
-
-# --------------------------------------------------------------------------- JSON
-def encode_float(v: float) -> Any:
-    """JSON form of a float: itself when finite, else the string "nan", "inf" or "-inf"."""
-    v = float(v)
-    if math.isfinite(v):
-        return v
-    return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
-
-
-_NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
-
-
-def decode_float(v: Any) -> Any:
-    """Inverse of :func:`encode_float` (None and other values pass through)."""
-    if isinstance(v, str) and v in _NONFINITE:
-        return _NONFINITE[v]
-    return v
-
-
-def to_json(obj: Any) -> Any:
-    """Plain JSON types: arrays -> nested lists, NumPy scalars -> Python, tuples -> lists,
-    non-finite floats -> "nan"/"inf"/"-inf" (strict JSON has no NaN)."""
-    if isinstance(obj, Mapping):
-        return {str(k): to_json(v) for k, v in obj.items()}
-    if isinstance(obj, np.ndarray):
-        if obj.dtype.kind in "fc":
-            return to_json(obj.tolist())
-        return obj.tolist()
-    if isinstance(obj, (list, tuple)):
-        return [to_json(v) for v in obj]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return encode_float(obj)
-    if isinstance(obj, (complex, np.complexfloating)):
-        return [encode_float(obj.real), encode_float(obj.imag)]
-    return obj
-
-
-def from_json(obj: Any) -> Any:
-    """Inverse of :func:`to_json` for numeric containers: "nan"/"inf"/"-inf" -> floats."""
-    if isinstance(obj, Mapping):
-        return {k: from_json(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [from_json(v) for v in obj]
-    return decode_float(obj)
