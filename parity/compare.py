@@ -3,10 +3,8 @@
 :func:`compare` checks the stage sets, shapes and dtype kinds, computes the error statistics of
 every stage (parity.stats.errors), per-patch statistics for patch-shaped stages, and, when given
 teacher-forced candidate stages (``local``), labels each stage as the root cause of a failure or
-as having inherited it. :func:`recheck` re-derives the verdicts under new tolerances, from the
-captures when given, else from the statistics stored in a result (exactly when the new
-tolerance is a multiple of the old one or has rtol = 0, otherwise from bounds; undecidable
-stages fail with a problem saying so).
+as having inherited it. To judge the same captures under other tolerances, compare them again
+(``python -m parity.report --recheck`` does this for a whole hub).
 
 It raises only for programmer errors: unknown stage names (in ``stages``, tolerances or
 ``local``), a tolerance missing for a compared stage, or an unsupported argument type.
@@ -18,7 +16,7 @@ computed", tuples become lists. :meth:`CaseResult.from_dict` reverses this.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -27,7 +25,7 @@ from parity import messages
 from parity.capture import Capture
 from parity.stages import BY_NAME, STAGE_NAMES
 from parity.jsonable import from_json, to_json
-from parity.stats.errors import TINY_REL, allowed_mismatches, compare_arrays, error_stats, min_passing_tolerance
+from parity.stats.errors import TINY_REL, compare_arrays, error_stats
 from parity.stats.patches import TOP_K
 from parity.tolerances import Tolerance, ToleranceTable, dtype_key
 
@@ -40,7 +38,7 @@ _STAT_FIELDS = ("max_abs", "max_rel", "rel_max", "rel_l2", "mismatch_count", "mi
                 "allowed_mismatches", "worst_index", "worst_rel_index", "quantiles", "min_passing_tolerance",
                 "margin", "n_zero_ref", "n_tiny_ref", "tiny", "nonfinite", "complex_stats", "ulp", "ref_max_abs",
                 "witness")
-# What a local (teacher-forced) comparison keeps: enough to recheck it and to explain it.
+# What a local (teacher-forced) comparison keeps: its verdict and enough to explain it.
 _LOCAL_FIELDS = ("verdict", "margin", "max_abs", "rel_max", "ref_max_abs", "mismatch_count", "allowed_mismatches",
                  "witness", "nonfinite", "tolerance", "problem")
 
@@ -54,8 +52,9 @@ class StageResult:
     ``local_error``: margin of the teacher-forced comparison (None when not computed).
     ``label``: "ok", "root_cause" (the stage fails when fed the reference's inputs),
     "propagated" (it passes with the reference's inputs but not end to end) or "not_checked"
-    (it failed and no local comparison was given). ``exact`` is False when a recheck from
-    stored statistics could only bound ``margin`` (``bound`` is "<=" or ">=").
+    (it failed and no local comparison was given). ``exact`` / ``bound``: True / None for every
+    result computed here (margins are exact); the fields stay in the JSON of case_result v1
+    documents, where ``bound`` "<=" or ">=" marks a margin that was only bounded.
     """
 
     name: str
@@ -431,150 +430,3 @@ def _compare_stage(name, ref_arrays, cand_arrays, local_arrays, tol_for, res, ti
     if name in local_arrays:
         sr.local = _local_stats(name, ref, local_arrays[name], tol, tiny_rel)
     return _finish_stage(sr, stats["verdict"], case, perr)
-
-
-# --------------------------------------------------------------------------- recheck
-def _proportion(old: Mapping[str, float], new: Tolerance) -> Optional[float]:
-    """k with new == k * old (rtol, atol, atol_scaled), same mismatch fraction; else None."""
-    if not math.isclose(old.get("max_mismatch_fraction", 0.0), new.max_mismatch_fraction, rel_tol=1e-12, abs_tol=0):
-        return None
-    o = [old["rtol"], old["atol"], old["atol_scaled"]]
-    n = [new.rtol, new.atol, new.atol_scaled]
-    ks = [b / a for a, b in zip(o, n) if a > 0]
-    if not ks:
-        return 1.0 if not any(n) else None
-    k = ks[0]
-    if all(math.isclose(b, k * a, rel_tol=1e-12, abs_tol=0) for a, b in zip(o, n)):
-        return k
-    return None
-
-
-def _decide(s: Mapping[str, Any], new: Tolerance) -> Dict[str, Any]:
-    """Verdict under ``new`` from stored statistics (no arrays), via an interval for the margin.
-
-    * the stored margin, when exact (or a stored bound), scales by 1/k when ``new`` is k times
-      the stored tolerance with the same mismatch fraction;
-    * every element's threshold is >= base = atol + atol_scaled * max|ref|, so
-      ``margin <= max_abs / base`` (exact when rtol = 0 and no mismatch fraction is allowed);
-    * with no mismatch fraction, each stored worst element gives ``margin >= |d| / threshold``.
-
-    Returns verdict ("pass"/"fail", None when the interval straddles 1), margin, bound ("=",
-    "<=", ">=") and mismatch_count (None when unknown).
-    """
-    old = s["tolerance"]
-    nonfinite = (s.get("nonfinite") or {}).get("elements", 0) or 0
-    A, M = s["max_abs"], s["ref_max_abs"]
-    base = new.atol + new.atol_scaled * M
-
-    def ratio(d, r):
-        thr = base + new.rtol * r
-        return d / thr if thr > 0 else (0.0 if d == 0 else math.inf)
-
-    lo, hi = 0.0, math.inf
-    m0, b0 = s.get("margin"), s.get("bound") or "="
-    k = _proportion(old, new)
-    upper = ratio(A, 0.0)
-    scaled = None
-    if k is not None and m0 is not None:
-        scaled = m0 / k if k > 0 else (0.0 if m0 == 0 else math.inf)
-    if scaled is not None and b0 == "=":
-        lo = hi = scaled  # exact: no rounding from the bounds below
-    elif new.rtol == 0 and new.max_mismatch_fraction == 0:
-        lo = hi = upper   # exact: the threshold is the same for every element
-    else:
-        if scaled is not None:
-            lo, hi = (scaled, hi) if b0 == ">=" else (lo, scaled)
-        hi = min(hi, upper)
-        if new.max_mismatch_fraction == 0:
-            for pair in (s.get("witness") or {}).values():
-                if pair is not None and pair[0] is not None:
-                    lo = max(lo, ratio(*pair))
-    if hi <= 1:
-        verdict, margin = "pass", hi
-    elif lo > 1:
-        verdict, margin = "fail", lo
-    else:
-        return {"verdict": None, "margin": None, "bound": None, "mismatch_count": None}
-    bound = "=" if lo == hi else ("<=" if verdict == "pass" else ">=")
-    if k == 1.0 and b0 == "=":
-        mism = s.get("mismatch_count")
-    elif upper <= 1:
-        mism = nonfinite
-    else:
-        mism = None
-    if nonfinite:
-        verdict = "fail"
-    return {"verdict": verdict, "margin": margin, "bound": bound, "mismatch_count": mism}
-
-
-def _recheck_stage(sr: StageResult, tol_for: _Tolerances, case: str, perr, problems: List[str]) -> StageResult:
-    sr = replace(sr)
-    if sr.problem is not None or sr.tolerance is None:
-        return _finish_stage(sr, "fail", case, perr)
-    new = tol_for(sr.name, sr.dtype)
-    d = _decide(_stage_fields(sr), new)
-    if sr.local is not None and sr.local.get("problem") is None:
-        ld = _decide(sr.local, new)
-        sr.local = dict(sr.local, tolerance=new.to_dict(), margin=ld["margin"], bound=ld["bound"],
-                        verdict=ld["verdict"] or "fail", mismatch_count=ld["mismatch_count"])
-        if ld["verdict"] is None:
-            problems.append(f"stage {sr.name}: the local comparison cannot be re-decided from stored statistics "
-                            f"under {_tol_text(new)}; recheck with the captures")
-    sr.tolerance = new.to_dict()
-    if d["verdict"] is None:
-        problems.append(f"stage {sr.name}: cannot be re-decided from stored statistics under {_tol_text(new)}; "
-                        f"recheck with the captures (counted as failed)")
-        sr.margin, sr.exact, sr.bound, sr.mismatch_count, sr.mismatch_fraction = None, False, None, None, None
-        sr.min_passing_tolerance = None
-        return _finish_stage(sr, "fail", case, perr)
-    sr.margin, sr.bound, sr.exact = d["margin"], d["bound"], d["bound"] == "="
-    sr.mismatch_count = d["mismatch_count"]
-    sr.mismatch_fraction = None if d["mismatch_count"] is None else d["mismatch_count"] / max(sr.n_elements or 1, 1)
-    sr.allowed_mismatches = None if sr.n_elements is None else _allowed(new, sr.n_elements)
-    sr.min_passing_tolerance = min_passing_tolerance((new.rtol, new.atol, new.atol_scaled), d["margin"],
-                                                     sr.max_abs, sr.ref_max_abs)
-    return _finish_stage(sr, d["verdict"], case, perr)
-
-
-def _allowed(tol: Tolerance, n: int) -> int:
-    return allowed_mismatches(tol.max_mismatch_fraction, n)
-
-
-def _tol_text(t: Tolerance) -> str:
-    return f"rtol={t.rtol:g} atol={t.atol:g} atol_scaled={t.atol_scaled:g}"
-
-
-def _stage_fields(sr: StageResult) -> Dict[str, Any]:
-    return {f.name: getattr(sr, f.name) for f in fields(sr)}
-
-
-def recheck(source: Any, new_tolerances: Any, *, case: Optional[str] = None, dtype: Optional[str] = None,
-            device: Optional[str] = None, **compare_kw: Any) -> CaseResult:
-    """Verdicts under ``new_tolerances`` without running any model.
-
-    ``source``: a CaseResult (or its ``to_dict()``): re-decided from the stored statistics;
-    or a tuple ``(reference, candidate)`` / ``(reference, candidate, local)`` of captures:
-    compared again (exact). ``dtype``/``device`` default to those of the stored result.
-    """
-    if isinstance(source, (tuple, list)):
-        if len(source) not in (2, 3):
-            raise ValueError("recheck(captures): give (reference, candidate) or (reference, candidate, local)")
-        local = source[2] if len(source) == 3 else None
-        return compare(source[0], source[1], new_tolerances, case=case or "", dtype=dtype, device=device,
-                       local=local, **compare_kw)
-    if isinstance(source, Mapping):
-        source = CaseResult.from_dict(source)
-    if not isinstance(source, CaseResult):
-        raise TypeError(f"recheck needs a CaseResult, its dict, or a (reference, candidate) tuple; "
-                        f"got {type(source).__name__}")
-    device = device or source.device
-    tol_for = _Tolerances(new_tolerances, dtype if dtype is not None else source.dtype, device)
-    tol_for.check_covers([s.name for s in source.stages if s.problem is None and s.name in BY_NAME])
-    case = case if case is not None else source.name
-    # structural problems stay; re-decision problems are recomputed
-    problems = [p for p in source.problems if "cannot be re-decided" not in p]
-    res = replace(source, name=case, stages=[], problems=problems, device=device,
-                  dtype=tol_for.dtype if dtype is not None else source.dtype)
-    for sr in source.stages:
-        res.stages.append(_recheck_stage(sr, tol_for, case, source.patch_errors.get(sr.name), res.problems))
-    return _finish_case(res)

@@ -11,8 +11,7 @@ in ``devices`` with its reason and does not fail the report.
 
 Each case entry is a superset of :meth:`parity.compare.CaseResult.to_dict` (without the
 per-patch arrays, which live in analysis/*_patch_stats.json and analysis/patch_errors.json),
-so ``CaseResult.from_dict(entry)`` and ``parity.compare.recheck(entry, new_tolerances)`` work on
-it directly.
+so ``CaseResult.from_dict(entry)`` reads it back directly.
 """
 from __future__ import annotations
 

@@ -362,8 +362,7 @@ def error_stats(ref: Any, cand: Any, tol: Any, *, tiny_rel: float = TINY_REL) ->
     real dtype; |d| over the spacing of |ref|) or None, ``complex_stats`` {amp_max_abs,
     amp_worst_index, amp_rel_max, phase_max_weighted, phase_worst_index, phase_mean_weighted}
     or None, ``witness`` {abs, ratio, rel: [|d|, |ref|] at the worst |d|, the worst ratio and the
-    worst relative difference (None when none)} (what :func:`parity.compare.recheck` needs to
-    re-decide without the arrays, and what the message's "allowed" figures use), and
+    worst relative difference (None when none)} (what the message's "allowed" figures use), and
     ``shape``, ``n``, ``ref_dtype``, ``cand_dtype``, ``complex``.
 
     ``tol`` is a Tolerance or a mapping with rtol, atol, atol_scaled (and optionally
