@@ -10,7 +10,8 @@ Python API::
 ``parity`` itself imports NumPy only; TensorFlow and PyTorch are imported by the adapters
 when a case runs.
 """
-from .compare import CaseResult, StageResult, compare
+from .compare import compare
+from .results import CaseResult, StageResult
 from .tolerances import Tolerance, ToleranceTable, load_tolerances
 
 

@@ -9,7 +9,7 @@ code follows) is "pass" when, in addition, no stage drifted beyond the factor ag
 baseline. ``verdict_reasons`` says why a verdict is "fail". An unavailable device is listed
 in ``devices`` with its reason and does not fail the report.
 
-Each case entry is a superset of :meth:`parity.compare.CaseResult.to_dict` (without the
+Each case entry is a superset of :meth:`parity.results.CaseResult.to_dict` (without the
 per-patch arrays, which live in analysis/*_patch_stats.json and analysis/patch_errors.json),
 so ``CaseResult.from_dict(entry)`` reads it back directly.
 """
@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from parity.compare import SCHEMA as CASE_SCHEMA
-from parity.compare import SCHEMA_VERSION as CASE_SCHEMA_VERSION
+from parity.results import SCHEMA as CASE_SCHEMA
+from parity.results import SCHEMA_VERSION as CASE_SCHEMA_VERSION
 from parity.jsonable import encode_float, to_json
 
 from . import hub as hub_mod

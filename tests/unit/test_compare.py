@@ -7,7 +7,8 @@ import pytest
 
 from parity import messages
 from parity.capture import Capture
-from parity.compare import CaseResult, StageResult, compare
+from parity.compare import compare
+from parity.results import CaseResult, StageResult
 from parity.stages import STAGE_NAMES, STAGES
 from parity.tolerances import Tolerance, load_tolerances
 

@@ -119,7 +119,7 @@ def test_case_entry_contract(session_hub):
     assert "TF_ENABLE_ONEDNN_OPTS" in prov and prov["isolation"] == "workers" and prov["tolerance_mode"] == "per_case"
     assert case["tolerance_mode"] == "table" and case["isolation"] == "workers"
     # a case entry is a CaseResult document
-    from parity.compare import CaseResult
+    from parity.results import CaseResult
 
     back = CaseResult.from_dict(case)
     assert back.verdict == "pass" and [s.name for s in back.stages] == list(STAGE_NAMES)
