@@ -125,16 +125,25 @@ def _local_stats(name: str, ref: np.ndarray, loc: Any, tol: Tolerance, tiny_rel:
     return out
 
 
-def _label(verdict_e2e: str, local: Optional[Mapping[str, Any]]) -> str:
+def _label(verdict_e2e: str, local: Optional[Mapping[str, Any]], nonfinite: int = 0,
+           upstream_failed: bool = False) -> str:
+    """ok / root_cause / propagated / not_checked from the end-to-end verdict and the local result.
+
+    A stage whose local comparison passes but whose end-to-end values hold NaN/Inf (``nonfinite``
+    mismatched elements) is "propagated" only when an earlier stage failed end to end; otherwise
+    the non-finite values first appear at this stage, and it is the root cause.
+    """
     if local is None:
         return "ok" if verdict_e2e == "pass" else "not_checked"
     if local["verdict"] != "pass":
         return "root_cause"
-    return "ok" if verdict_e2e == "pass" else "propagated"
+    if verdict_e2e == "pass":
+        return "ok"
+    return "root_cause" if nonfinite and not upstream_failed else "propagated"
 
 
-def _finish_stage(sr: StageResult, e2e_verdict: str, case: str, perr) -> StageResult:
-    sr.label = _label(e2e_verdict, sr.local)
+def _finish_stage(sr: StageResult, e2e_verdict: str, case: str, perr, upstream_failed: bool = False) -> StageResult:
+    sr.label = _label(e2e_verdict, sr.local, (sr.nonfinite or {}).get("elements", 0), upstream_failed)
     sr.local_error = None if sr.local is None else sr.local.get("margin")
     local_fail = sr.local is not None and sr.local["verdict"] != "pass"
     sr.verdict = "pass" if (e2e_verdict == "pass" and not local_fail) else "fail"
@@ -182,8 +191,12 @@ def compare(reference: Any, candidate: Any, tolerances: Any, *, case: str = "", 
                      backends={"reference": ref_meta.get("backend"), "candidate": cand_meta.get("backend")},
                      meta={"reference": ref_meta, "candidate": cand_meta},
                      patch_stats={"reference": {}, "candidate": {}})
+    upstream_failed = False  # whether a stage before this one failed end to end
     for name in order:
-        res.stages.append(_compare_stage(name, ref_arrays, cand_arrays, local_arrays, tol_for, res, tiny_rel, top_k))
+        sr, e2e_verdict = _compare_stage(name, ref_arrays, cand_arrays, local_arrays, tol_for, res, tiny_rel, top_k,
+                                         upstream_failed)
+        res.stages.append(sr)
+        upstream_failed = upstream_failed or e2e_verdict != "pass"
     for side, arrays in (("reference", ref_arrays), ("candidate", cand_arrays)):
         for name in arrays:
             if name not in BY_NAME:
@@ -194,7 +207,9 @@ def compare(reference: Any, candidate: Any, tolerances: Any, *, case: str = "", 
     return _finish_case(res)
 
 
-def _compare_stage(name, ref_arrays, cand_arrays, local_arrays, tol_for, res, tiny_rel, top_k) -> StageResult:
+def _compare_stage(name, ref_arrays, cand_arrays, local_arrays, tol_for, res, tiny_rel, top_k,
+                   upstream_failed) -> Tuple[StageResult, str]:
+    """The finished StageResult of one stage and its end-to-end verdict."""
     case = res.name
     in_ref, in_cand = name in ref_arrays, name in cand_arrays
     if not (in_ref and in_cand):
@@ -202,7 +217,7 @@ def _compare_stage(name, ref_arrays, cand_arrays, local_arrays, tol_for, res, ti
         problem = f"stage {name} is missing from {where}"
         res.problems.append(problem)
         sr = StageResult(name=name, verdict="fail", problem=problem)
-        return _finish_stage(sr, "fail", case, None)
+        return _finish_stage(sr, "fail", case, None), "fail"
     ref, cand = np.asarray(ref_arrays[name]), np.asarray(cand_arrays[name])
     sr = StageResult(name=name, verdict="fail", shape=tuple(cand.shape), dtype=cand.dtype.name,
                      ref_dtype=ref.dtype.name, n_elements=int(cand.size))
@@ -220,7 +235,7 @@ def _compare_stage(name, ref_arrays, cand_arrays, local_arrays, tol_for, res, ti
     if problem is not None:
         sr.problem = problem
         res.problems.append(f"stage {name}: {problem}")
-        return _finish_stage(sr, "fail", case, None)
+        return _finish_stage(sr, "fail", case, None), "fail"
 
     stage = BY_NAME[name]
     patches = stage.patch_shaped and ref.ndim == 4
@@ -235,4 +250,4 @@ def _compare_stage(name, ref_arrays, cand_arrays, local_arrays, tol_for, res, ti
         res.patch_stats["candidate"][name] = arrays["patch_stats"]["candidate"]
     if name in local_arrays:
         sr.local = _local_stats(name, ref, local_arrays[name], tol, tiny_rel)
-    return _finish_stage(sr, stats["verdict"], case, perr)
+    return _finish_stage(sr, stats["verdict"], case, perr, upstream_failed), stats["verdict"]

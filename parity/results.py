@@ -25,13 +25,17 @@ class StageResult:
     """Comparison of one stage. Truthy iff ``verdict == "pass"``.
 
     Numeric fields are None when the stage could not be compared (``problem`` says why).
-    ``margin``: the factor by which the tolerance would have to be scaled to pass (<= 1 passes).
-    ``local_error``: margin of the teacher-forced comparison (None when not computed).
-    ``label``: "ok", "root_cause" (the stage fails when fed the reference's inputs),
-    "propagated" (it passes with the reference's inputs but not end to end) or "not_checked"
-    (it failed and no local comparison was given). ``exact`` / ``bound``: True / None for every
-    result computed here (margins are exact); the fields stay in the JSON of case_result v1
-    documents, where ``bound`` "<=" or ">=" marks a margin that was only bounded.
+    ``margin``: the factor by which the tolerance would have to be scaled to pass (<= 1 passes;
+    with NaN/Inf values, that of the finite elements: such a stage fails whatever the margin).
+    ``min_passing_tolerance``: the tolerance scaled by ``margin``; None when a value is NaN/Inf
+    (no tolerance passes). ``local_error``: margin of the teacher-forced comparison (None when
+    not computed). ``label``: "ok", "root_cause" (the stage fails when fed the reference's
+    inputs, or it passes with them but NaN/Inf appear first here end to end), "propagated" (it
+    passes with the reference's inputs but not end to end; with NaN/Inf, only after an earlier
+    stage failed) or "not_checked" (it failed and no local comparison was given).
+    ``exact`` / ``bound``: True / None for every result computed here (margins are exact); the
+    fields stay in the JSON of case_result v1 documents, where ``bound`` "<=" or ">=" marks a
+    margin that was only bounded.
     """
 
     name: str

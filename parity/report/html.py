@@ -66,7 +66,7 @@ def _case_table(cases: Sequence[Mapping[str, Any]]) -> str:
                 cells.append('<td class="m" style="background:#ddd">n/a</td>')
                 continue
             m, text = shown_margin(decode_float(st.get("margin")), decode_float(st.get("local_error")),
-                                   st.get("verdict"))
+                                   st.get("verdict"), (st.get("nonfinite") or {}).get("elements", 0))
             cls = "m" + (" bad" if st.get("verdict") != "pass" else "")
             drift = st.get("drift") or {}
             if drift.get("flagged"):

@@ -17,7 +17,8 @@ Conventions
   (``n_tiny_ref``) are counted, not inflated with an epsilon.
 * Non-finite values: NaN and Inf are counted on each side; any of them fails the stage (NaN ==
   NaN too); the statistics are then those of the elements finite on both sides, and the
-  non-finite elements count as mismatches.
+  non-finite elements count as mismatches. No tolerance passes such a stage, so its
+  ``min_passing_tolerance`` is None (its ``margin`` is still that of the finite elements).
 * Statistics are vectorised. Large stages are processed in chunks of ~64k elements (whole
   patches), so temporaries stay in cache; the Python loops run over chunks, quantiles or
   top-k entries, never over elements.
@@ -344,8 +345,11 @@ def compare_arrays(ref: Any, cand: Any, tol: Any, *, tiny_rel: float = TINY_REL,
     out["mismatch_fraction"] = out["mismatch_count"] / n
     passed = nonfinite["elements"] == 0 and out["margin"] <= 1.0
     out["verdict"] = "pass" if passed else "fail"
-    out["min_passing_tolerance"] = min_passing_tolerance((rtol, atol, atol_scaled), out["margin"],
-                                                         out["max_abs"], out["ref_max_abs"])
+    if nonfinite["elements"] == 0:  # no tolerance passes a NaN or Inf
+        out["min_passing_tolerance"] = min_passing_tolerance((rtol, atol, atol_scaled), out["margin"],
+                                                             out["max_abs"], out["ref_max_abs"])
+    else:
+        out["min_passing_tolerance"] = None
     return result
 
 
@@ -356,7 +360,8 @@ def error_stats(ref: Any, cand: Any, tol: Any, *, tiny_rel: float = TINY_REL) ->
     ``ref_max_abs``, ``max_rel`` and ``worst_rel_index`` (over ``|ref| > tiny``; NaN / None when no
     element qualifies), ``rel_max`` (max_abs / max|ref|), ``rel_l2``, ``mismatch_count``,
     ``mismatch_fraction``, ``allowed_mismatches``, ``quantiles`` {p50, p99, max} of |d|,
-    ``margin``, ``min_passing_tolerance`` {rtol, atol, atol_scaled}, ``n_zero_ref``,
+    ``margin``, ``min_passing_tolerance`` {rtol, atol, atol_scaled} (None when a value is NaN/Inf:
+    no tolerance passes), ``n_zero_ref``,
     ``n_tiny_ref``, ``tiny``, ``nonfinite`` {ref_nan, ref_inf, cand_nan, cand_inf, elements},
     ``ulp`` {grid, max, p99} (float32/float64/complex candidates, on the grid of the candidate's
     real dtype; |d| over the spacing of |ref|) or None, ``complex_stats`` {amp_max_abs,

@@ -216,6 +216,54 @@ def test_first_divergent_stage_follows_stage_order():
     assert [s.name for s in res.failed] == ["amp", "pred_amp"]
 
 
+def _nan_in(stage_names, seed=5):
+    """Captures whose candidate differs by ~1e-7 relative and has one NaN in each named stage;
+    the teacher-forced (local) stages are the candidate's without the NaN."""
+    ref, cand = captures()
+    rng = np.random.default_rng(seed)
+    for name in stage_names:
+        a = cand.stages[name]
+        cand.stages[name] = (a * (1 + 1e-7 * rng.standard_normal(a.shape))).astype(a.dtype)
+    local = {k: v.copy() for k, v in cand.stages.items()}
+    for name in stage_names:
+        cand.stages[name].flat[11] = np.nan
+    return ref, cand, local
+
+
+def test_nonfinite_stage_has_no_minimum_passing_tolerance():
+    ref, cand, local = _nan_in(["amp"])
+    res = compare(ref, cand, TABLE, local=local, case="c1")
+    sr = res.stage("amp")
+    assert not sr and sr.nonfinite["cand_nan"] == 1 and sr.margin < 1   # the finite elements pass
+    assert sr.min_passing_tolerance is None and sr.to_dict()["min_passing_tolerance"] is None
+    lines = sr.message.splitlines()
+    assert "Minimum passing tolerance: none (non-finite values)" in lines
+    assert not any("the current tolerance" in line for line in lines)
+    # no earlier stage failed: the NaN is this stage's, not one propagated to it
+    assert sr.label == "root_cause" and res.root_cause_stage == "amp" and res.first_divergent_stage == "amp"
+    local_line = next(line for line in lines if line.startswith("Local (teacher-forced) comparison"))
+    assert "propagated" not in local_line and local_line.endswith(
+        "-> root cause (non-finite values end to end, none with the reference's inputs)")
+    back = CaseResult.from_dict(json.loads(json.dumps(res.to_dict(), allow_nan=False)))
+    assert back.stage("amp").min_passing_tolerance is None and back.stage("amp").message == sr.message
+
+
+def test_nonfinite_values_after_an_earlier_failure_are_propagated():
+    ref, cand, local = _nan_in(["amp", "object_patches"])
+    res = compare(ref, cand, TABLE, local=local)
+    assert res.stage("amp").label == "root_cause"
+    sr = res.stage("object_patches")
+    assert sr.label == "propagated" and sr.min_passing_tolerance is None
+    assert "-> error propagated from an earlier stage" in sr.message
+    assert res.root_cause_stage == "amp"
+
+
+def test_nonfinite_stage_without_local_comparison_is_not_checked():
+    ref, cand, _ = _nan_in(["amp"])
+    sr = compare(ref, cand, TABLE).stage("amp")
+    assert sr.label == "not_checked" and "Minimum passing tolerance: none (non-finite values)" in sr.message
+
+
 # --------------------------------------------------------------------------- JSON
 def test_to_dict_from_dict_round_trip_plain_json():
     ref, cand = captures()

@@ -148,6 +148,17 @@ def test_nonfinite_fails_even_with_mismatch_allowance():
     assert s["verdict"] == "fail" and s["nonfinite"]["elements"] == 1
 
 
+def test_nonfinite_values_have_no_minimum_passing_tolerance():
+    # no scaling of the tolerance passes a NaN or Inf, whatever the finite elements give
+    for cand in (np.r_[np.nan, 1.0, 1.0], np.r_[np.inf, 1.0, 1.0]):
+        s = error_stats(np.ones(3), cand, tol(atol=1.0))
+        assert s["margin"] == 0.0 and s["min_passing_tolerance"] is None
+    s = error_stats(np.full(2, np.nan), np.full(2, np.nan), tol(atol=1.0))
+    assert s["min_passing_tolerance"] is None
+    assert error_stats(np.ones(3), np.ones(3) + 0.5, tol(atol=0.25))["min_passing_tolerance"] == {
+        "rtol": 0.0, "atol": 0.5, "atol_scaled": 0.0}
+
+
 # --------------------------------------------------------------------------- mismatch fraction
 def test_mismatch_fraction_allowance_and_margin():
     ref = np.zeros(100)
