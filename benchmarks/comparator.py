@@ -4,8 +4,8 @@ The pair: a (16, 4, 128, 128) complex64 reference and a candidate that differs b
 relative (both tolerances pass). Timed, interleaved round by round so load hits all alike:
 
 * ``numpy.testing.assert_allclose`` and ``torch.testing.assert_close`` (the simplest tools);
-* ``parity.stats.error_stats`` (error statistics only);
-* ``parity.stats.compare_arrays(..., patches=True)``: everything the report needs for a patch
+* ``parity.stats.errors.error_stats`` (error statistics only);
+* ``parity.stats.errors.compare_arrays(..., patches=True)``: everything the report needs for a patch
   stage (error statistics, per-patch errors, per-patch statistics of both sides);
 * ``parity.compare.compare`` of a one-stage capture (``exit_wave``) with the tolerance table:
   the above plus building the StageResult.
@@ -43,7 +43,7 @@ def functions(ref, cand) -> Dict[str, Any]:
     import torch
 
     from parity.compare import compare
-    from parity.stats import compare_arrays, error_stats
+    from parity.stats.errors import compare_arrays, error_stats
     from parity.tolerances import load_tolerances
 
     tol = {"rtol": 1e-5, "atol": 0.0, "atol_scaled": 1e-5}

@@ -10,7 +10,8 @@ Python API::
 ``parity`` itself imports NumPy only; TensorFlow and PyTorch are imported by the sides (parity.sides)
 when a case runs.
 """
-from .compare import CaseResult, StageResult, compare, recheck
+from .compare import compare
+from .results import CaseResult, StageResult
 from .tolerances import Tolerance, ToleranceTable, load_tolerances
 
 
@@ -21,5 +22,4 @@ def run_case(case, **kwargs):
     return _run_case(case, **kwargs)
 
 
-__all__ = ["CaseResult", "StageResult", "Tolerance", "ToleranceTable", "compare", "recheck",
-           "load_tolerances", "run_case"]
+__all__ = ["CaseResult", "StageResult", "Tolerance", "ToleranceTable", "compare", "load_tolerances", "run_case"]

@@ -83,7 +83,7 @@ _CASES = (
          covers="probe_mask, gaussian smoothing, Poisson-noisy data"),
     Case("n128_g2", "n128_g2_int", covers="N 128, gridsize 2"),
     Case("n128_g1_sub", "n128_g1_sub", _m(probe_big=True), "glorot:8", covers="N 128 sub-pixel, probe_big"),
-    # Added for the fault self-test (parity/faults.py): faults whose effect is ~1e-8 of the stage
+    # Added for the fault self-test (parity/faults/): faults whose effect is ~1e-8 of the stage
     # scale, below every float32 tolerance, and float32 arithmetic inside a float64 run.
     Case("n64_g2_f64_smooth", "n64_g2_sub", _m(n_filters_scale=1, probe_big=True, gaussian_smoothing_sigma=0.8),
          "glorot:10", dtype="float64", batch=1,

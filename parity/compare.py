@@ -1,236 +1,42 @@
 """Two captures -> a :class:`CaseResult`. Never raises on a numeric mismatch.
 
 :func:`compare` checks the stage sets, shapes and dtype kinds, computes the error statistics of
-every stage (parity.stats), per-patch statistics for patch-shaped stages, and, when given
+every stage (parity.stats.errors), per-patch statistics for patch-shaped stages, and, when given
 teacher-forced candidate stages (``local``), labels each stage as the root cause of a failure or
-as having inherited it. :func:`recheck` re-derives the verdicts under new tolerances, from the
-captures when given, else from the statistics stored in a result (exactly when the new
-tolerance is a multiple of the old one or has rtol = 0, otherwise from bounds; undecidable
-stages fail with a problem saying so).
+as having inherited it. To judge the same captures under other tolerances, compare them again
+(``python -m parity.report --recheck`` does this for a whole hub).
 
 It raises only for programmer errors: unknown stage names (in ``stages``, tolerances or
 ``local``), a tolerance missing for a compared stage, or an unsupported argument type.
 
-JSON: :meth:`CaseResult.to_dict` gives plain JSON types; non-finite floats are written as the
-strings ``"nan"``, ``"inf"`` and ``"-inf"`` (strict JSON has no NaN), ``None`` means "not
-computed", tuples become lists. :meth:`CaseResult.from_dict` reverses this.
+The result objects and their JSON are in :mod:`parity.results`.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields, replace
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from parity import messages
 from parity.capture import Capture
+from parity.results import CaseResult, StageResult
 from parity.stages import BY_NAME, STAGE_NAMES
-from parity.stats import TINY_REL, TOP_K, allowed_mismatches, compare_arrays, error_stats, from_json, \
-    min_passing_tolerance, to_json
+from parity.stats.errors import TINY_REL, compare_arrays, error_stats
+from parity.stats.patches import TOP_K
 from parity.tolerances import Tolerance, ToleranceTable, dtype_key
 
-SCHEMA = "parity.case_result"
-SCHEMA_VERSION = 1
-LABELS = ("ok", "root_cause", "propagated", "not_checked")
+# CaseResult and StageResult are the types compare() returns; callers import them from here too.
+__all__ = ["CaseResult", "StageResult", "compare"]
 
-# Fields of StageResult filled from parity.stats.error_stats (same names).
+# Fields of StageResult filled from parity.stats.errors.error_stats (same names).
 _STAT_FIELDS = ("max_abs", "max_rel", "rel_max", "rel_l2", "mismatch_count", "mismatch_fraction",
                 "allowed_mismatches", "worst_index", "worst_rel_index", "quantiles", "min_passing_tolerance",
                 "margin", "n_zero_ref", "n_tiny_ref", "tiny", "nonfinite", "complex_stats", "ulp", "ref_max_abs",
                 "witness")
-# What a local (teacher-forced) comparison keeps: enough to recheck it and to explain it.
+# What a local (teacher-forced) comparison keeps: its verdict and enough to explain it.
 _LOCAL_FIELDS = ("verdict", "margin", "max_abs", "rel_max", "ref_max_abs", "mismatch_count", "allowed_mismatches",
                  "witness", "nonfinite", "tolerance", "problem")
-
-
-@dataclass
-class StageResult:
-    """Comparison of one stage. Truthy iff ``verdict == "pass"``.
-
-    Numeric fields are None when the stage could not be compared (``problem`` says why).
-    ``margin``: the factor by which the tolerance would have to be scaled to pass (<= 1 passes).
-    ``local_error``: margin of the teacher-forced comparison (None when not computed).
-    ``label``: "ok", "root_cause" (the stage fails when fed the reference's inputs),
-    "propagated" (it passes with the reference's inputs but not end to end) or "not_checked"
-    (it failed and no local comparison was given). ``exact`` is False when a recheck from
-    stored statistics could only bound ``margin`` (``bound`` is "<=" or ">=").
-    """
-
-    name: str
-    verdict: str
-    shape: Optional[Tuple[int, ...]] = None
-    dtype: Optional[str] = None
-    ref_dtype: Optional[str] = None
-    tolerance: Optional[Dict[str, Any]] = None
-    max_abs: Optional[float] = None
-    max_rel: Optional[float] = None
-    rel_max: Optional[float] = None
-    rel_l2: Optional[float] = None
-    mismatch_count: Optional[int] = None
-    mismatch_fraction: Optional[float] = None
-    allowed_mismatches: Optional[int] = None
-    n_elements: Optional[int] = None
-    worst_index: Optional[Tuple[int, ...]] = None
-    worst_rel_index: Optional[Tuple[int, ...]] = None
-    quantiles: Optional[Dict[str, float]] = None
-    min_passing_tolerance: Optional[Dict[str, float]] = None
-    margin: Optional[float] = None
-    n_zero_ref: Optional[int] = None
-    n_tiny_ref: Optional[int] = None
-    tiny: Optional[float] = None
-    nonfinite: Optional[Dict[str, int]] = None
-    complex_stats: Optional[Dict[str, Any]] = None
-    ulp: Optional[Dict[str, Any]] = None
-    ref_max_abs: Optional[float] = None
-    witness: Optional[Dict[str, List[float]]] = None
-    local_error: Optional[float] = None
-    local: Optional[Dict[str, Any]] = None
-    label: str = "not_checked"
-    problem: Optional[str] = None
-    exact: bool = True
-    bound: Optional[str] = None
-    message: str = ""
-
-    def __bool__(self) -> bool:
-        return self.verdict == "pass"
-
-    @property
-    def passed(self) -> bool:
-        return self.verdict == "pass"
-
-    def to_dict(self) -> Dict[str, Any]:
-        return to_json({f.name: getattr(self, f.name) for f in fields(self)})
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "StageResult":
-        kw: Dict[str, Any] = {}
-        for f in fields(cls):
-            if f.name not in d:
-                continue
-            v = d[f.name]
-            if f.name in ("name", "verdict", "dtype", "ref_dtype", "label", "problem", "message", "bound", "exact"):
-                kw[f.name] = v
-            elif f.name in ("shape", "worst_index", "worst_rel_index"):
-                kw[f.name] = tuple(v) if v is not None else None
-            elif f.name == "tolerance":
-                kw[f.name] = _decode_tolerance(v)
-            elif f.name in ("complex_stats", "local"):
-                kw[f.name] = _decode_nested(v)
-            else:
-                kw[f.name] = from_json(v)
-        return cls(**kw)
-
-
-def _decode_tolerance(v):
-    if v is None:
-        return None
-    return {k: (from_json(x) if k not in ("source", "reason") else x) for k, x in v.items()}
-
-
-def _decode_nested(v):
-    if v is None:
-        return None
-    out = {}
-    for k, x in v.items():
-        if k.endswith("_index") and x is not None:
-            out[k] = tuple(x)
-        elif k == "tolerance":
-            out[k] = _decode_tolerance(x)
-        elif k in ("verdict", "problem", "bound"):
-            out[k] = x
-        else:
-            out[k] = from_json(x)
-    return out
-
-
-_ARRAY_KEYS = {"mean", "std", "min", "max", "var_zero_mean", "max_abs", "rel_l2", "amp_max_abs",
-               "phase_max_weighted"}
-
-
-def _arrays_back(obj: Any, key: str = "") -> Any:
-    """Nested JSON of patch statistics -> the same with (B, C) arrays restored."""
-    if isinstance(obj, Mapping):
-        return {k: _arrays_back(v, k) for k, v in obj.items()}
-    if key == "worst" and isinstance(obj, list):
-        return [tuple(from_json(x)) for x in obj]
-    if key in _ARRAY_KEYS and isinstance(obj, list):
-        return np.array(from_json(obj), dtype=float)
-    return from_json(obj)
-
-
-@dataclass
-class CaseResult:
-    """Comparison of one case (all stages). Truthy iff ``verdict == "pass"``.
-
-    ``stages`` in parity.stages order (stages unknown to parity.stages last);
-    ``first_divergent_stage``: first failing stage; ``root_cause_stage``: first stage labelled
-    root_cause (needs ``local``); ``problems``: structural problems as sentences;
-    ``patch_stats``: ``{"reference"|"candidate": {stage: parity.stats.patch_stats(...)}}``;
-    ``patch_errors``: ``{stage: parity.stats.patch_errors(...)}``; ``backends``:
-    ``{"reference"|"candidate": meta["backend"]}``; ``dtype``/``device``: what the tolerances
-    were resolved for (``dtype`` None: per stage from the candidate's dtype).
-    """
-
-    name: str
-    verdict: str
-    stages: List[StageResult] = field(default_factory=list)
-    first_divergent_stage: Optional[str] = None
-    root_cause_stage: Optional[str] = None
-    problems: List[str] = field(default_factory=list)
-    patch_stats: Dict[str, Dict[str, Any]] = field(default_factory=dict)
-    patch_errors: Dict[str, Any] = field(default_factory=dict)
-    backends: Dict[str, Optional[str]] = field(default_factory=dict)
-    dtype: Optional[str] = None
-    device: str = "cpu"
-    meta: Dict[str, Any] = field(default_factory=dict)
-
-    def __bool__(self) -> bool:
-        return self.verdict == "pass"
-
-    @property
-    def passed(self) -> bool:
-        return self.verdict == "pass"
-
-    def stage(self, name: str) -> StageResult:
-        for s in self.stages:
-            if s.name == name:
-                return s
-        raise KeyError(f"no stage {name!r} in case {self.name!r}; it has {[s.name for s in self.stages]}")
-
-    @property
-    def failed(self) -> List[StageResult]:
-        return [s for s in self.stages if not s]
-
-    def summary(self) -> str:
-        return messages.format_case_summary(self)
-
-    def to_dict(self) -> Dict[str, Any]:
-        return {
-            "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
-            "name": self.name, "verdict": self.verdict,
-            "first_divergent_stage": self.first_divergent_stage, "root_cause_stage": self.root_cause_stage,
-            "problems": list(self.problems), "dtype": self.dtype, "device": self.device,
-            "backends": dict(self.backends), "meta": to_json(self.meta),
-            "stages": [s.to_dict() for s in self.stages],
-            "patch_stats": to_json(self.patch_stats), "patch_errors": to_json(self.patch_errors),
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "CaseResult":
-        if d.get("schema", SCHEMA) != SCHEMA or d.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
-            raise ValueError(f"not a {SCHEMA} v{SCHEMA_VERSION} document: schema={d.get('schema')!r} "
-                             f"version={d.get('schema_version')!r}")
-        return cls(
-            name=d["name"], verdict=d["verdict"],
-            stages=[StageResult.from_dict(s) for s in d.get("stages", [])],
-            first_divergent_stage=d.get("first_divergent_stage"), root_cause_stage=d.get("root_cause_stage"),
-            problems=list(d.get("problems", [])),
-            patch_stats=_arrays_back(d.get("patch_stats", {})),
-            patch_errors=_arrays_back(d.get("patch_errors", {})),
-            backends=dict(d.get("backends", {})), dtype=d.get("dtype"), device=d.get("device", "cpu"),
-            meta=from_json(d.get("meta", {})),
-        )
 
 
 # --------------------------------------------------------------------------- inputs
@@ -319,16 +125,25 @@ def _local_stats(name: str, ref: np.ndarray, loc: Any, tol: Tolerance, tiny_rel:
     return out
 
 
-def _label(verdict_e2e: str, local: Optional[Mapping[str, Any]]) -> str:
+def _label(verdict_e2e: str, local: Optional[Mapping[str, Any]], nonfinite: int = 0,
+           upstream_failed: bool = False) -> str:
+    """ok / root_cause / propagated / not_checked from the end-to-end verdict and the local result.
+
+    A stage whose local comparison passes but whose end-to-end values hold NaN/Inf (``nonfinite``
+    mismatched elements) is "propagated" only when an earlier stage failed end to end; otherwise
+    the non-finite values first appear at this stage, and it is the root cause.
+    """
     if local is None:
         return "ok" if verdict_e2e == "pass" else "not_checked"
     if local["verdict"] != "pass":
         return "root_cause"
-    return "ok" if verdict_e2e == "pass" else "propagated"
+    if verdict_e2e == "pass":
+        return "ok"
+    return "root_cause" if nonfinite and not upstream_failed else "propagated"
 
 
-def _finish_stage(sr: StageResult, e2e_verdict: str, case: str, perr) -> StageResult:
-    sr.label = _label(e2e_verdict, sr.local)
+def _finish_stage(sr: StageResult, e2e_verdict: str, case: str, perr, upstream_failed: bool = False) -> StageResult:
+    sr.label = _label(e2e_verdict, sr.local, (sr.nonfinite or {}).get("elements", 0), upstream_failed)
     sr.local_error = None if sr.local is None else sr.local.get("margin")
     local_fail = sr.local is not None and sr.local["verdict"] != "pass"
     sr.verdict = "pass" if (e2e_verdict == "pass" and not local_fail) else "fail"
@@ -376,8 +191,12 @@ def compare(reference: Any, candidate: Any, tolerances: Any, *, case: str = "", 
                      backends={"reference": ref_meta.get("backend"), "candidate": cand_meta.get("backend")},
                      meta={"reference": ref_meta, "candidate": cand_meta},
                      patch_stats={"reference": {}, "candidate": {}})
+    upstream_failed = False  # whether a stage before this one failed end to end
     for name in order:
-        res.stages.append(_compare_stage(name, ref_arrays, cand_arrays, local_arrays, tol_for, res, tiny_rel, top_k))
+        sr, e2e_verdict = _compare_stage(name, ref_arrays, cand_arrays, local_arrays, tol_for, res, tiny_rel, top_k,
+                                         upstream_failed)
+        res.stages.append(sr)
+        upstream_failed = upstream_failed or e2e_verdict != "pass"
     for side, arrays in (("reference", ref_arrays), ("candidate", cand_arrays)):
         for name in arrays:
             if name not in BY_NAME:
@@ -388,7 +207,9 @@ def compare(reference: Any, candidate: Any, tolerances: Any, *, case: str = "", 
     return _finish_case(res)
 
 
-def _compare_stage(name, ref_arrays, cand_arrays, local_arrays, tol_for, res, tiny_rel, top_k) -> StageResult:
+def _compare_stage(name, ref_arrays, cand_arrays, local_arrays, tol_for, res, tiny_rel, top_k,
+                   upstream_failed) -> Tuple[StageResult, str]:
+    """The finished StageResult of one stage and its end-to-end verdict."""
     case = res.name
     in_ref, in_cand = name in ref_arrays, name in cand_arrays
     if not (in_ref and in_cand):
@@ -396,7 +217,7 @@ def _compare_stage(name, ref_arrays, cand_arrays, local_arrays, tol_for, res, ti
         problem = f"stage {name} is missing from {where}"
         res.problems.append(problem)
         sr = StageResult(name=name, verdict="fail", problem=problem)
-        return _finish_stage(sr, "fail", case, None)
+        return _finish_stage(sr, "fail", case, None), "fail"
     ref, cand = np.asarray(ref_arrays[name]), np.asarray(cand_arrays[name])
     sr = StageResult(name=name, verdict="fail", shape=tuple(cand.shape), dtype=cand.dtype.name,
                      ref_dtype=ref.dtype.name, n_elements=int(cand.size))
@@ -414,7 +235,7 @@ def _compare_stage(name, ref_arrays, cand_arrays, local_arrays, tol_for, res, ti
     if problem is not None:
         sr.problem = problem
         res.problems.append(f"stage {name}: {problem}")
-        return _finish_stage(sr, "fail", case, None)
+        return _finish_stage(sr, "fail", case, None), "fail"
 
     stage = BY_NAME[name]
     patches = stage.patch_shaped and ref.ndim == 4
@@ -429,151 +250,4 @@ def _compare_stage(name, ref_arrays, cand_arrays, local_arrays, tol_for, res, ti
         res.patch_stats["candidate"][name] = arrays["patch_stats"]["candidate"]
     if name in local_arrays:
         sr.local = _local_stats(name, ref, local_arrays[name], tol, tiny_rel)
-    return _finish_stage(sr, stats["verdict"], case, perr)
-
-
-# --------------------------------------------------------------------------- recheck
-def _proportion(old: Mapping[str, float], new: Tolerance) -> Optional[float]:
-    """k with new == k * old (rtol, atol, atol_scaled), same mismatch fraction; else None."""
-    if not math.isclose(old.get("max_mismatch_fraction", 0.0), new.max_mismatch_fraction, rel_tol=1e-12, abs_tol=0):
-        return None
-    o = [old["rtol"], old["atol"], old["atol_scaled"]]
-    n = [new.rtol, new.atol, new.atol_scaled]
-    ks = [b / a for a, b in zip(o, n) if a > 0]
-    if not ks:
-        return 1.0 if not any(n) else None
-    k = ks[0]
-    if all(math.isclose(b, k * a, rel_tol=1e-12, abs_tol=0) for a, b in zip(o, n)):
-        return k
-    return None
-
-
-def _decide(s: Mapping[str, Any], new: Tolerance) -> Dict[str, Any]:
-    """Verdict under ``new`` from stored statistics (no arrays), via an interval for the margin.
-
-    * the stored margin, when exact (or a stored bound), scales by 1/k when ``new`` is k times
-      the stored tolerance with the same mismatch fraction;
-    * every element's threshold is >= base = atol + atol_scaled * max|ref|, so
-      ``margin <= max_abs / base`` (exact when rtol = 0 and no mismatch fraction is allowed);
-    * with no mismatch fraction, each stored worst element gives ``margin >= |d| / threshold``.
-
-    Returns verdict ("pass"/"fail", None when the interval straddles 1), margin, bound ("=",
-    "<=", ">=") and mismatch_count (None when unknown).
-    """
-    old = s["tolerance"]
-    nonfinite = (s.get("nonfinite") or {}).get("elements", 0) or 0
-    A, M = s["max_abs"], s["ref_max_abs"]
-    base = new.atol + new.atol_scaled * M
-
-    def ratio(d, r):
-        thr = base + new.rtol * r
-        return d / thr if thr > 0 else (0.0 if d == 0 else math.inf)
-
-    lo, hi = 0.0, math.inf
-    m0, b0 = s.get("margin"), s.get("bound") or "="
-    k = _proportion(old, new)
-    upper = ratio(A, 0.0)
-    scaled = None
-    if k is not None and m0 is not None:
-        scaled = m0 / k if k > 0 else (0.0 if m0 == 0 else math.inf)
-    if scaled is not None and b0 == "=":
-        lo = hi = scaled  # exact: no rounding from the bounds below
-    elif new.rtol == 0 and new.max_mismatch_fraction == 0:
-        lo = hi = upper   # exact: the threshold is the same for every element
-    else:
-        if scaled is not None:
-            lo, hi = (scaled, hi) if b0 == ">=" else (lo, scaled)
-        hi = min(hi, upper)
-        if new.max_mismatch_fraction == 0:
-            for pair in (s.get("witness") or {}).values():
-                if pair is not None and pair[0] is not None:
-                    lo = max(lo, ratio(*pair))
-    if hi <= 1:
-        verdict, margin = "pass", hi
-    elif lo > 1:
-        verdict, margin = "fail", lo
-    else:
-        return {"verdict": None, "margin": None, "bound": None, "mismatch_count": None}
-    bound = "=" if lo == hi else ("<=" if verdict == "pass" else ">=")
-    if k == 1.0 and b0 == "=":
-        mism = s.get("mismatch_count")
-    elif upper <= 1:
-        mism = nonfinite
-    else:
-        mism = None
-    if nonfinite:
-        verdict = "fail"
-    return {"verdict": verdict, "margin": margin, "bound": bound, "mismatch_count": mism}
-
-
-def _recheck_stage(sr: StageResult, tol_for: _Tolerances, case: str, perr, problems: List[str]) -> StageResult:
-    sr = replace(sr)
-    if sr.problem is not None or sr.tolerance is None:
-        return _finish_stage(sr, "fail", case, perr)
-    new = tol_for(sr.name, sr.dtype)
-    d = _decide(_stage_fields(sr), new)
-    if sr.local is not None and sr.local.get("problem") is None:
-        ld = _decide(sr.local, new)
-        sr.local = dict(sr.local, tolerance=new.to_dict(), margin=ld["margin"], bound=ld["bound"],
-                        verdict=ld["verdict"] or "fail", mismatch_count=ld["mismatch_count"])
-        if ld["verdict"] is None:
-            problems.append(f"stage {sr.name}: the local comparison cannot be re-decided from stored statistics "
-                            f"under {_tol_text(new)}; recheck with the captures")
-    sr.tolerance = new.to_dict()
-    if d["verdict"] is None:
-        problems.append(f"stage {sr.name}: cannot be re-decided from stored statistics under {_tol_text(new)}; "
-                        f"recheck with the captures (counted as failed)")
-        sr.margin, sr.exact, sr.bound, sr.mismatch_count, sr.mismatch_fraction = None, False, None, None, None
-        sr.min_passing_tolerance = None
-        return _finish_stage(sr, "fail", case, perr)
-    sr.margin, sr.bound, sr.exact = d["margin"], d["bound"], d["bound"] == "="
-    sr.mismatch_count = d["mismatch_count"]
-    sr.mismatch_fraction = None if d["mismatch_count"] is None else d["mismatch_count"] / max(sr.n_elements or 1, 1)
-    sr.allowed_mismatches = None if sr.n_elements is None else _allowed(new, sr.n_elements)
-    sr.min_passing_tolerance = min_passing_tolerance((new.rtol, new.atol, new.atol_scaled), d["margin"],
-                                                     sr.max_abs, sr.ref_max_abs)
-    return _finish_stage(sr, d["verdict"], case, perr)
-
-
-def _allowed(tol: Tolerance, n: int) -> int:
-    return allowed_mismatches(tol.max_mismatch_fraction, n)
-
-
-def _tol_text(t: Tolerance) -> str:
-    return f"rtol={t.rtol:g} atol={t.atol:g} atol_scaled={t.atol_scaled:g}"
-
-
-def _stage_fields(sr: StageResult) -> Dict[str, Any]:
-    return {f.name: getattr(sr, f.name) for f in fields(sr)}
-
-
-def recheck(source: Any, new_tolerances: Any, *, case: Optional[str] = None, dtype: Optional[str] = None,
-            device: Optional[str] = None, **compare_kw: Any) -> CaseResult:
-    """Verdicts under ``new_tolerances`` without running any model.
-
-    ``source``: a CaseResult (or its ``to_dict()``): re-decided from the stored statistics;
-    or a tuple ``(reference, candidate)`` / ``(reference, candidate, local)`` of captures:
-    compared again (exact). ``dtype``/``device`` default to those of the stored result.
-    """
-    if isinstance(source, (tuple, list)):
-        if len(source) not in (2, 3):
-            raise ValueError("recheck(captures): give (reference, candidate) or (reference, candidate, local)")
-        local = source[2] if len(source) == 3 else None
-        return compare(source[0], source[1], new_tolerances, case=case or "", dtype=dtype, device=device,
-                       local=local, **compare_kw)
-    if isinstance(source, Mapping):
-        source = CaseResult.from_dict(source)
-    if not isinstance(source, CaseResult):
-        raise TypeError(f"recheck needs a CaseResult, its dict, or a (reference, candidate) tuple; "
-                        f"got {type(source).__name__}")
-    device = device or source.device
-    tol_for = _Tolerances(new_tolerances, dtype if dtype is not None else source.dtype, device)
-    tol_for.check_covers([s.name for s in source.stages if s.problem is None and s.name in BY_NAME])
-    case = case if case is not None else source.name
-    # structural problems stay; re-decision problems are recomputed
-    problems = [p for p in source.problems if "cannot be re-decided" not in p]
-    res = replace(source, name=case, stages=[], problems=problems, device=device,
-                  dtype=tol_for.dtype if dtype is not None else source.dtype)
-    for sr in source.stages:
-        res.stages.append(_recheck_stage(sr, tol_for, case, source.patch_errors.get(sr.name), res.problems))
-    return _finish_case(res)
+    return _finish_stage(sr, stats["verdict"], case, perr, upstream_failed), stats["verdict"]

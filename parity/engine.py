@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .capture import load_capture
-from .compare import CaseResult, compare
+from .compare import compare
+from .results import CaseResult
 from .jobs import Job, JobResult, execute, weights_digest
 from .pairs import Pair, resolve_pair
 from .pool import DEFAULT_JOB_TIMEOUT, JobError, WorkerPool

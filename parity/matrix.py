@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
 from . import cases as case_registry
-from .compare import CaseResult
+from .results import CaseResult
 from .engine import Comparison, Engine, Run
 from .pairs import Pair, resolve_pair
 from .tolerances import ToleranceTable, load_tolerances

@@ -18,7 +18,9 @@ A failing stage reads::
 
 The first three lines and the last are always present; the others appear when they apply
 (near-zero values, complex stages, float candidates, a local comparison, patch stages with a
-nonzero difference, non-finite values). Stage and case results are read by attribute (no import of compare).
+nonzero difference, non-finite values). With non-finite values no tolerance passes: the minimum
+passing tolerance reads "none (non-finite values)". Stage and case results are read by
+attribute (no import of compare).
 """
 from __future__ import annotations
 
@@ -122,7 +124,10 @@ def format_stage_failure(case: str, sr: Any, patch_errors: Optional[Mapping[str,
     lines.append(f"Relative L2 error: {fmt(sr.rel_l2)}; stage-relative max error: {fmt(sr.rel_max)}")
 
     mpt = sr.min_passing_tolerance
-    if mpt is None:
+    nf = sr.nonfinite or {}
+    if nf.get("elements"):
+        lines.append("Minimum passing tolerance: none (non-finite values)")
+    elif mpt is None:
         lines.append("Minimum passing tolerance: unknown (re-check with the captures)")
     else:
         bound = {"<=": "at most ", ">=": "at least "}.get(sr.bound or "=", "")
@@ -149,6 +154,8 @@ def format_stage_failure(case: str, sr: Any, patch_errors: Optional[Mapping[str,
         detail = loc.get("problem") or f"margin {fmt(loc.get('margin'))}"
         consequence = {"root_cause": "root cause", "propagated": "error propagated from an earlier stage",
                        "ok": "ok"}.get(sr.label, sr.label)
+        if sr.label == "root_cause" and loc.get("verdict") == "pass" and nf.get("elements"):
+            consequence += " (non-finite values end to end, none with the reference's inputs)"
         lines.append(f"Local (teacher-forced) comparison: {verdict}, {detail} -> {consequence}")
     worst = [w for w in (patch_errors or {}).get("worst", []) if not w[2] == 0]  # NaN stays
     if worst:
@@ -158,7 +165,6 @@ def format_stage_failure(case: str, sr: Any, patch_errors: Optional[Mapping[str,
             axis = stage.shape[1].lower()
         text = ", ".join(f"({b}, {c}: {fmt(v)})" for b, c, v in worst)
         lines.append(f"Worst patches (b, {axis}: max abs): {text}")
-    nf = sr.nonfinite or {}
     if nf.get("elements"):
         lines.append(f"Non-finite: reference {nf['ref_nan']} NaN, {nf['ref_inf']} Inf; candidate {nf['cand_nan']} NaN, "
                      f"{nf['cand_inf']} Inf ({nf['elements']} elements); NaN or Inf always fails")

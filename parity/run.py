@@ -17,7 +17,7 @@ from typing import Dict, Optional, Sequence, Union
 
 from . import cases as case_registry
 from .capture import Capture
-from .compare import CaseResult
+from .results import CaseResult
 from .engine import ISOLATIONS, TOLERANCE_MODES, Engine, Outcome
 from .pairs import Pair, resolve_pair
 from .pool import DEFAULT_JOB_TIMEOUT

@@ -12,7 +12,6 @@ NumPy and the standard library only.
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
@@ -20,6 +19,11 @@ from typing import Any, Dict, Mapping, Optional
 import numpy as np
 
 from parity.stages import STAGE_NAMES
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: tomli, the package tomllib came from
+    import tomli as tomllib
 
 DEFAULT_PATH = Path(__file__).with_name("tolerances.toml")
 

@@ -83,7 +83,8 @@ def _heatmap(plan: Plan, records: List[CaseRecord], verdict_text: str) -> None:
     for r in records:
         by = {s.name: s for s in r.result.stages} if r.result is not None else {}
         rows.append(r.key if r.error is None else f"{r.key} (crashed)")
-        shown = [F.shown_margin(by[s].margin, by[s].local_error, by[s].verdict) if s in by else (None, "n/a")
+        shown = [F.shown_margin(by[s].margin, by[s].local_error, by[s].verdict,
+                                (by[s].nonfinite or {}).get("elements", 0)) if s in by else (None, "n/a")
                  for s in plan.engine.pair.stage_names]
         margins.append([m for m, _ in shown])
         texts.append([t for _, t in shown])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 import threading
@@ -21,7 +22,7 @@ from parity import cases as case_registry  # noqa: E402
 from parity.messages import fmt  # noqa: E402
 from parity.pool import DEFAULT_JOB_TIMEOUT  # noqa: E402
 from parity.sides import side_names  # noqa: E402
-from parity.stats import decode_float  # noqa: E402
+from parity.jsonable import decode_float  # noqa: E402
 from parity.tolerances import DTYPES, NOISE_FLOOR_K  # noqa: E402
 
 from . import ArtifactError, ReportInputError, ReportOptions, build_report  # noqa: E402
@@ -215,16 +216,27 @@ class Progress:
 def _worst(case: dict) -> str:
     best = None
     for s in case.get("stages", []):
-        m = decode_float(s.get("margin"))
+        if s.get("verdict") != "pass" and _nonfinite(s):
+            m, text = math.inf, "NaN/Inf"
+        else:
+            m = decode_float(s.get("margin"))
+            text = fmt(m)
         if m is None:
             continue
         if best is None or m > best[1]:
-            best = (s["name"], m)
-    return "-" if best is None else f"{best[0]} {fmt(best[1])}"
+            best = (s["name"], m, text)
+    return "-" if best is None else f"{best[0]} {best[2]}"
+
+
+def _nonfinite(st: dict) -> int:
+    return (st.get("nonfinite") or {}).get("elements", 0)
 
 
 def _shown(st: dict) -> str:
-    m, text = shown_margin(decode_float(st.get("margin")), decode_float(st.get("local_error")), st.get("verdict"))
+    m, text = shown_margin(decode_float(st.get("margin")), decode_float(st.get("local_error")), st.get("verdict"),
+                           _nonfinite(st))
+    if text == "NaN/Inf":
+        return text
     return ("local x" + text[1:]) if text.startswith("L") else f"x{text}"
 
 

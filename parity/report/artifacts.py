@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from parity.capture import Capture, save_capture
-from parity.compare import CaseResult
+from parity.results import CaseResult
 
 from . import hub as hub_mod
 

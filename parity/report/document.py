@@ -1,7 +1,7 @@
 """parity_report.json: assembling the document (its schema is parity.report.schema).
 
 Everything is plain JSON: non-finite floats are the strings "nan", "inf", "-inf" (the
-convention of parity.compare / parity.stats.to_json), ``None`` means "not computed".
+convention of parity.compare / parity.jsonable.to_json), ``None`` means "not computed".
 
 Verdicts: a case passes when every stage passes and it did not crash. ``parity_verdict`` is
 "pass" when every case passes; the top-level ``verdict`` (what gates read, and what the exit
@@ -9,10 +9,9 @@ code follows) is "pass" when, in addition, no stage drifted beyond the factor ag
 baseline. ``verdict_reasons`` says why a verdict is "fail". An unavailable device is listed
 in ``devices`` with its reason and does not fail the report.
 
-Each case entry is a superset of :meth:`parity.compare.CaseResult.to_dict` (without the
+Each case entry is a superset of :meth:`parity.results.CaseResult.to_dict` (without the
 per-patch arrays, which live in analysis/*_patch_stats.json and analysis/patch_errors.json),
-so ``CaseResult.from_dict(entry)`` and ``parity.compare.recheck(entry, new_tolerances)`` work on
-it directly.
+so ``CaseResult.from_dict(entry)`` reads it back directly.
 """
 from __future__ import annotations
 
@@ -21,9 +20,9 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from parity.compare import SCHEMA as CASE_SCHEMA
-from parity.compare import SCHEMA_VERSION as CASE_SCHEMA_VERSION
-from parity.stats import encode_float, to_json
+from parity.results import SCHEMA as CASE_SCHEMA
+from parity.results import SCHEMA_VERSION as CASE_SCHEMA_VERSION
+from parity.jsonable import encode_float, to_json
 
 from . import hub as hub_mod
 from .devices import DeviceStatus

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from parity.stats import decode_float, encode_float
+from parity.jsonable import decode_float, encode_float
 
 METRIC = "max_abs"
 _EPS = {"float32": float(np.finfo(np.float32).eps), "float64": float(np.finfo(np.float64).eps)}

@@ -369,9 +369,13 @@ def log_margin(m: Any) -> float:
     return min(max(math.log10(m), lo), hi) if math.isfinite(m) else hi
 
 
-def shown_margin(margin: Any, local_error: Any, verdict: str) -> Tuple[Any, str]:
+def shown_margin(margin: Any, local_error: Any, verdict: str, nonfinite: int = 0) -> Tuple[Any, str]:
     """What a case x stage cell shows: the end-to-end error / tolerance, or, for a stage that
-    fails only in its teacher-forced (local) comparison, the local one prefixed "L"."""
+    fails only in its teacher-forced (local) comparison, the local one prefixed "L". A failed
+    stage with ``nonfinite`` NaN/Inf elements shows "NaN/Inf" at inf: no tolerance passes it,
+    whatever the margin of its finite elements."""
+    if verdict != "pass" and nonfinite:
+        return math.inf, "NaN/Inf"
     m = None if margin is None else float(margin)
     loc = None if local_error is None else float(local_error)
     if verdict != "pass" and (m is None or m <= 1) and loc is not None and loc > 1:

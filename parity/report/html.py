@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 from parity.messages import fmt
 from parity.stages import STAGE_NAMES
-from parity.stats import decode_float
+from parity.jsonable import decode_float
 
 from .figures import LOG_MARGIN_RANGE, log_margin, margin_colour, shown_margin
 
@@ -66,7 +66,7 @@ def _case_table(cases: Sequence[Mapping[str, Any]], stages: Sequence[str]) -> st
                 cells.append('<td class="m" style="background:#ddd">n/a</td>')
                 continue
             m, text = shown_margin(decode_float(st.get("margin")), decode_float(st.get("local_error")),
-                                   st.get("verdict"))
+                                   st.get("verdict"), (st.get("nonfinite") or {}).get("elements", 0))
             cls = "m" + (" bad" if st.get("verdict") != "pass" else "")
             drift = st.get("drift") or {}
             if drift.get("flagged"):

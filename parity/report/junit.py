@@ -10,7 +10,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from typing import Any, Dict, List, Mapping
 
-from parity.stats import decode_float
+from parity.jsonable import decode_float
 
 
 def _case_time(c: Mapping[str, Any]) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from parity.compare import LABELS
+from parity.results import LABELS
 
 from .document import SCHEMA, SCHEMA_VERSION
 

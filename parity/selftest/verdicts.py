@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 
 from .. import faults as fault_catalogue
-from ..compare import CaseResult
+from ..results import CaseResult
 
 
 def _finite_or_none(x):

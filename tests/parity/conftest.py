@@ -14,7 +14,7 @@ import pytest
 
 from parity import cases
 from parity.capture import load_capture, save_capture
-from parity.compare import CaseResult
+from parity.results import CaseResult
 
 
 def pytest_addoption(parser):

@@ -1,4 +1,4 @@
-"""parity.compare and parity.messages: structure checks, labels, JSON round trip, recheck, messages."""
+"""parity.compare and parity.messages: structure checks, labels, JSON round trip, messages."""
 import json
 import math
 
@@ -7,7 +7,8 @@ import pytest
 
 from parity import messages
 from parity.capture import Capture
-from parity.compare import CaseResult, StageResult, compare, recheck
+from parity.compare import compare
+from parity.results import CaseResult, StageResult
 from parity.stages import STAGE_NAMES, STAGES
 from parity.tolerances import Tolerance, load_tolerances
 
@@ -215,6 +216,54 @@ def test_first_divergent_stage_follows_stage_order():
     assert [s.name for s in res.failed] == ["amp", "pred_amp"]
 
 
+def _nan_in(stage_names, seed=5):
+    """Captures whose candidate differs by ~1e-7 relative and has one NaN in each named stage;
+    the teacher-forced (local) stages are the candidate's without the NaN."""
+    ref, cand = captures()
+    rng = np.random.default_rng(seed)
+    for name in stage_names:
+        a = cand.stages[name]
+        cand.stages[name] = (a * (1 + 1e-7 * rng.standard_normal(a.shape))).astype(a.dtype)
+    local = {k: v.copy() for k, v in cand.stages.items()}
+    for name in stage_names:
+        cand.stages[name].flat[11] = np.nan
+    return ref, cand, local
+
+
+def test_nonfinite_stage_has_no_minimum_passing_tolerance():
+    ref, cand, local = _nan_in(["amp"])
+    res = compare(ref, cand, TABLE, local=local, case="c1")
+    sr = res.stage("amp")
+    assert not sr and sr.nonfinite["cand_nan"] == 1 and sr.margin < 1   # the finite elements pass
+    assert sr.min_passing_tolerance is None and sr.to_dict()["min_passing_tolerance"] is None
+    lines = sr.message.splitlines()
+    assert "Minimum passing tolerance: none (non-finite values)" in lines
+    assert not any("the current tolerance" in line for line in lines)
+    # no earlier stage failed: the NaN is this stage's, not one propagated to it
+    assert sr.label == "root_cause" and res.root_cause_stage == "amp" and res.first_divergent_stage == "amp"
+    local_line = next(line for line in lines if line.startswith("Local (teacher-forced) comparison"))
+    assert "propagated" not in local_line and local_line.endswith(
+        "-> root cause (non-finite values end to end, none with the reference's inputs)")
+    back = CaseResult.from_dict(json.loads(json.dumps(res.to_dict(), allow_nan=False)))
+    assert back.stage("amp").min_passing_tolerance is None and back.stage("amp").message == sr.message
+
+
+def test_nonfinite_values_after_an_earlier_failure_are_propagated():
+    ref, cand, local = _nan_in(["amp", "object_patches"])
+    res = compare(ref, cand, TABLE, local=local)
+    assert res.stage("amp").label == "root_cause"
+    sr = res.stage("object_patches")
+    assert sr.label == "propagated" and sr.min_passing_tolerance is None
+    assert "-> error propagated from an earlier stage" in sr.message
+    assert res.root_cause_stage == "amp"
+
+
+def test_nonfinite_stage_without_local_comparison_is_not_checked():
+    ref, cand, _ = _nan_in(["amp"])
+    sr = compare(ref, cand, TABLE).stage("amp")
+    assert sr.label == "not_checked" and "Minimum passing tolerance: none (non-finite values)" in sr.message
+
+
 # --------------------------------------------------------------------------- JSON
 def test_to_dict_from_dict_round_trip_plain_json():
     ref, cand = captures()
@@ -245,67 +294,6 @@ def test_nonfinite_numbers_are_encoded_as_strings():
 def test_from_dict_rejects_other_documents():
     with pytest.raises(ValueError, match="not a parity.case_result v1 document"):
         CaseResult.from_dict({"schema": "other", "name": "x", "verdict": "pass"})
-
-
-# --------------------------------------------------------------------------- recheck
-def failing_case():
-    ref, cand = captures()
-    cand.stages["amp"][1, 2, 3, 4] += 0.25            # ref values are around 1.5
-    return ref, cand, compare(ref, cand, TABLE, local={"amp": cand.stages["amp"]})
-
-
-def test_recheck_looser_tolerance_passes_without_captures():
-    ref, cand, res = failing_case()
-    assert not res and res.stage("amp").label == "root_cause"
-    loose = Tolerance(rtol=0.0, atol=0.3, atol_scaled=0.0)
-    again = recheck(res, loose)
-    assert again and again.stage("amp").label == "ok" and again.stage("amp").exact
-    assert again.stage("amp").margin == pytest.approx(0.25 / 0.3, rel=1e-6)
-    assert again.stage("amp").mismatch_count == 0
-    again = recheck(json.loads(json.dumps(res.to_dict())), loose)        # from the JSON alone
-    assert again
-    assert not recheck(res, Tolerance(rtol=0.0, atol=0.2, atol_scaled=0.0))
-
-
-def test_recheck_scaled_tolerance_is_exact():
-    ref, cand, res = failing_case()
-    sr = res.stage("amp")
-    k = sr.margin * 1.01
-    scaled = {s: TABLE.for_stage(s, "float32").scaled(k) for s in STAGE_NAMES}
-    again = recheck(res, scaled)
-    assert again and again.stage("amp").margin == pytest.approx(1 / 1.01)
-    assert again.stage("amp").bound == "="
-    assert not recheck(res, {s: t.scaled(0.98) for s, t in scaled.items()})
-
-
-def test_recheck_bounds_and_undecidable():
-    ref, cand, res = failing_case()
-    # rtol only: the stored worst element proves a failure (margin is a lower bound)
-    again = recheck(res, Tolerance(rtol=0.1, atol=0.0, atol_scaled=0.0))
-    sr = again.stage("amp")
-    assert not again and sr.bound == ">=" and sr.margin > 1 and not sr.exact
-    # max|d| under atol alone proves a pass for any rtol
-    again = recheck(res, Tolerance(rtol=0.5, atol=0.3, atol_scaled=0.0))
-    assert again and again.stage("amp").bound == "<="
-    # rtol large enough that the stored worst element passes, but no atol to bound the other
-    # elements: undecidable from the statistics, decided by the captures
-    r_w = abs(float(ref.stages["amp"][1, 2, 3, 4]))
-    assert sr.witness["abs"][1] == pytest.approx(r_w)
-    wide = Tolerance(rtol=2 * 0.25 / r_w, atol=0.0, atol_scaled=0.0)
-    again = recheck(res, wide)
-    assert not again and again.stage("amp").margin is None
-    assert any("stage amp: cannot be re-decided from stored statistics" in p for p in again.problems)
-    exact = recheck((ref, cand, {"amp": cand.stages["amp"]}), wide)
-    assert exact.stage("amp").exact and exact.stage("amp").verdict == "pass"
-    assert exact.stage("amp").margin == pytest.approx(0.5, rel=1e-6)
-
-
-def test_recheck_keeps_structural_failures():
-    ref, cand = captures()
-    del cand.stages["probe"]
-    res = compare(ref, cand, TABLE)
-    again = recheck(res, Tolerance(rtol=1.0, atol=1.0, atol_scaled=1.0))
-    assert not again and "stage probe is missing from the candidate" in again.problems
 
 
 # --------------------------------------------------------------------------- messages

@@ -229,6 +229,16 @@ def test_stage_figure_is_written_and_readable(tmp_path):
         assert img.ndim == 3 and min(img.shape[:2]) > 50
 
 
+def test_shown_margin_of_a_stage_with_nonfinite_values():
+    from parity.report.figures import shown_margin
+
+    assert shown_margin(0.5, None, "pass") == (0.5, "0.5")
+    assert shown_margin(0.01, 5.0, "fail") == (5.0, "L5")
+    # the margin of the finite elements is no error / tolerance of a stage that holds NaN or Inf
+    assert shown_margin(0.01, 0.01, "fail", nonfinite=1) == (math.inf, "NaN/Inf")
+    assert shown_margin(0.01, None, "fail", nonfinite=3) == (math.inf, "NaN/Inf")
+
+
 # --------------------------------------------------------------------------- CLI summary
 def test_summary_table_lists_failures():
     from parity.report.__main__ import summary_table
@@ -246,3 +256,20 @@ def test_summary_table_lists_failures():
     assert "Mismatched elements" in summary_table(doc, verbose=1)
     quiet = summary_table(doc, quiet=True)
     assert "\na " not in quiet and "wall" not in quiet
+
+
+def test_summary_table_shows_nonfinite_stages():
+    from parity.report.__main__ import summary_table
+
+    doc = _doc()
+    b = doc["cases"][1]
+    b["stages"][1].update(margin=0.0152, nonfinite={"elements": 1})
+    b["stages"][0].update(margin=0.5)
+    for c in doc["cases"]:
+        c.update(dtype="float32", key=c["name"])
+    doc.update(verdict="fail", hub="reports/x", summary={"passed": 1, "cases": 3}, drift=None,
+               timings={"wall_s": 10.0, "forward_s": 5.0, "harness_s": 1.0, "harness_fraction": 0.1})
+    text = summary_table(doc)
+    assert "b: 1 failing stage(s): canvas (NaN/Inf)" in text
+    row = next(line for line in text.splitlines() if line.startswith("b "))
+    assert "canvas NaN/Inf" in row and "x0.0152" not in text

@@ -1,12 +1,13 @@
-"""parity.stats: hand-computable error statistics, per-patch statistics, JSON helpers."""
-import json
+"""parity.stats.errors and parity.stats.reductions: hand-computable error statistics, quantiles, ULPs,
+and compare_arrays against the separate functions."""
 import math
 
 import numpy as np
 import pytest
 
-from parity import stats
-from parity.stats import compare_arrays, error_stats, patch_errors, patch_stats, quantiles
+from parity.stats.errors import allowed_mismatches, compare_arrays, error_stats
+from parity.stats.patches import patch_errors, patch_stats
+from parity.stats.reductions import quantiles, ulps
 
 TOL0 = {"rtol": 0.0, "atol": 0.0, "atol_scaled": 0.0}
 
@@ -147,6 +148,17 @@ def test_nonfinite_fails_even_with_mismatch_allowance():
     assert s["verdict"] == "fail" and s["nonfinite"]["elements"] == 1
 
 
+def test_nonfinite_values_have_no_minimum_passing_tolerance():
+    # no scaling of the tolerance passes a NaN or Inf, whatever the finite elements give
+    for cand in (np.r_[np.nan, 1.0, 1.0], np.r_[np.inf, 1.0, 1.0]):
+        s = error_stats(np.ones(3), cand, tol(atol=1.0))
+        assert s["margin"] == 0.0 and s["min_passing_tolerance"] is None
+    s = error_stats(np.full(2, np.nan), np.full(2, np.nan), tol(atol=1.0))
+    assert s["min_passing_tolerance"] is None
+    assert error_stats(np.ones(3), np.ones(3) + 0.5, tol(atol=0.25))["min_passing_tolerance"] == {
+        "rtol": 0.0, "atol": 0.5, "atol_scaled": 0.0}
+
+
 # --------------------------------------------------------------------------- mismatch fraction
 def test_mismatch_fraction_allowance_and_margin():
     ref = np.zeros(100)
@@ -163,9 +175,9 @@ def test_mismatch_fraction_allowance_and_margin():
 
 
 def test_allowed_mismatches_is_robust_to_rounding():
-    assert stats.allowed_mismatches(0.29, 100) == 29   # 0.29 * 100 = 28.999999999999996
-    assert stats.allowed_mismatches(0.0, 100) == 0
-    assert stats.allowed_mismatches(1.0, 7) == 7
+    assert allowed_mismatches(0.29, 100) == 29   # 0.29 * 100 = 28.999999999999996
+    assert allowed_mismatches(0.0, 100) == 0
+    assert allowed_mismatches(1.0, 7) == 7
 
 
 # --------------------------------------------------------------------------- complex
@@ -221,7 +233,7 @@ def test_ulps_match_np_spacing():
     rng = np.random.default_rng(0)
     x = np.abs(rng.standard_normal(1000)) * 10.0 ** rng.integers(-40, 30, 1000)
     x[:3] = [0.0, 1e-45, 2.0]
-    got = stats._ulps(np.ones(1000), x, np.dtype(np.float32))
+    got = ulps(np.ones(1000), x, np.dtype(np.float32))
     want = 1.0 / np.spacing(x.astype(np.float32)).astype(np.float64)
     np.testing.assert_array_equal(got, want)
 
@@ -236,78 +248,6 @@ def test_quantiles_match_numpy(kind):
          "periodic": np.tile(np.arange(16384.0), n // 16384 + 1)[:n]}[kind]
     qs = (0.0, 0.123, 0.5, 0.99, 1.0)
     np.testing.assert_allclose(quantiles(a, qs), np.quantile(a, qs), rtol=1e-15, atol=0)
-
-
-# --------------------------------------------------------------------------- per patch
-def _checker(h=4, w=4):
-    return np.where((np.arange(h)[:, None] + np.arange(w)[None, :]) % 2 == 0, 1.0, -1.0)
-
-
-def test_patch_stats_hand_made():
-    x = np.empty((2, 2, 4, 4))
-    centres = np.array([[0.0, 1.0], [2.0, -3.0]])
-    scales = np.array([[1.0, 2.0], [0.5, 0.0]])
-    for b in range(2):
-        for p in range(2):
-            x[b, p] = centres[b, p] + scales[b, p] * _checker()
-    s = patch_stats(x)
-    pp = s["per_patch"]
-    np.testing.assert_allclose(pp["mean"], centres, atol=1e-15)
-    np.testing.assert_allclose(pp["std"], scales, atol=1e-15)
-    np.testing.assert_allclose(pp["var_zero_mean"], scales ** 2, atol=1e-15)
-    np.testing.assert_allclose(pp["min"], centres - scales)
-    np.testing.assert_allclose(pp["max"], centres + scales)
-    assert pp["mean"].shape == (2, 2)
-    assert s["global_mean"] == pytest.approx(0.0)
-    assert s["var_zero_mean"] == pytest.approx((1 + 4 + 0.25 + 0) / 4)
-    assert s["global_std"] == pytest.approx(np.std(x, ddof=1))       # unbiased, like torch.std
-    assert s["global_std"] != pytest.approx(np.std(x, ddof=0))
-    assert s["shape"] == [2, 2, 16]
-
-
-def test_patch_stats_complex_on_amplitude_and_phase():
-    amp = 2.0 + _checker()                            # values 1 and 3: mean 2, std 1
-    phase = 0.5 * _checker()                          # values +-0.5: mean 0, std 0.5
-    x = np.broadcast_to(amp * np.exp(1j * phase), (2, 2, 4, 4)).astype(np.complex64)
-    s = patch_stats(x)
-    assert set(s) == {"amplitude", "phase", "shape"}
-    np.testing.assert_allclose(s["amplitude"]["per_patch"]["mean"], 2.0, rtol=1e-6)
-    np.testing.assert_allclose(s["amplitude"]["per_patch"]["std"], 1.0, rtol=1e-6)
-    np.testing.assert_allclose(s["phase"]["per_patch"]["mean"], 0.0, atol=1e-7)
-    np.testing.assert_allclose(s["phase"]["per_patch"]["std"], 0.5, rtol=1e-6)
-    np.testing.assert_allclose(s["phase"]["per_patch"]["max"], 0.5, rtol=1e-6)
-    assert s["amplitude"]["global_std"] == pytest.approx(np.std(np.abs(x.astype(complex)), ddof=1))
-
-
-def test_patch_stats_needs_four_axes():
-    with pytest.raises(ValueError, match=r"\(B, C, N, N\).*\(3, 4, 4\)"):
-        patch_stats(np.zeros((3, 4, 4)))
-
-
-def test_patch_errors_known_values_and_worst_order():
-    ref = np.ones((2, 3, 2, 2))
-    cand = ref.copy()
-    cand[1, 2, 0, 0] += 0.5
-    cand[0, 1, 1, 1] += 0.25
-    cand[0, 0] = 0.0
-    e = patch_errors(ref, cand, top_k=3)
-    assert e["max_abs"].shape == (2, 3)
-    assert e["max_abs"][1, 2] == 0.5 and e["max_abs"][0, 1] == 0.25 and e["max_abs"][0, 0] == 1.0
-    assert e["rel_l2"][0, 0] == pytest.approx(1.0)
-    assert e["rel_l2"][1, 2] == pytest.approx(0.5 / 2.0)
-    assert [(b, c) for b, c, _ in e["worst"]] == [(0, 0), (1, 2), (0, 1)]
-    assert e["worst"][1][2] == 0.5
-
-
-def test_patch_errors_zero_reference_and_nan():
-    ref = np.zeros((1, 2, 2, 2))
-    cand = ref.copy()
-    cand[0, 1, 0, 0] = 1e-3
-    e = patch_errors(ref, cand)
-    assert e["rel_l2"][0, 0] == 0.0 and e["rel_l2"][0, 1] == math.inf
-    cand[0, 0, 1, 1] = np.nan
-    e = patch_errors(ref, cand)
-    assert e["worst"][0][:2] == (0, 0) and e["max_abs"][0, 0] == math.inf
 
 
 def test_compare_arrays_matches_separate_functions():
@@ -346,25 +286,3 @@ def test_large_stage_runs_chunked_and_consistent():
     assert s["worst_index"] == tuple(int(i) for i in np.unravel_index(d.argmax(), d.shape))
     assert s["quantiles"]["p50"] == pytest.approx(np.quantile(d, 0.5), rel=1e-15)
     assert s["rel_l2"] == pytest.approx(np.linalg.norm(d) / np.linalg.norm(ref.astype(complex)), rel=1e-12)
-
-
-# --------------------------------------------------------------------------- JSON and bench
-def test_to_json_plain_types_and_nonfinite_strings():
-    obj = {"a": np.float32(1.5), "b": np.array([[1.0, np.nan], [np.inf, -np.inf]]), "c": (np.int64(2), 3),
-           "d": np.bool_(True), "e": None, "f": 1 + 2j}
-    j = stats.to_json(obj)
-    assert j == {"a": 1.5, "b": [[1.0, "nan"], ["inf", "-inf"]], "c": [2, 3], "d": True, "e": None, "f": [1.0, 2.0]}
-    json.dumps(j, allow_nan=False)
-    back = stats.from_json(j)
-    assert math.isnan(back["b"][0][1]) and back["b"][1] == [math.inf, -math.inf]
-
-
-def test_error_stats_is_json_able():
-    s = error_stats(np.array([1.0, np.nan]), np.array([1.5, 2.0 + 0j]), tol(atol=1.0))
-    json.dumps(stats.to_json(s), allow_nan=False)
-
-
-def test_bench_reports_ratios():
-    out = stats._bench(shape=(2, 2, 16, 16), repeat=1)
-    assert set(out) == {"assert_allclose_s", "error_stats_s", "full_stage_s", "error_stats_ratio", "full_stage_ratio"}
-    assert out["error_stats_ratio"] > 0

@@ -200,3 +200,27 @@ def test_noise_floor_rejects_bad_inputs():
         noise_floor_tolerances(a, {"amp": np.full((1, 1, 2, 2), np.nan)})
     with pytest.raises(ValueError, match="unknown stage"):
         noise_floor_tolerances({"ampp": np.zeros(1)}, {"ampp": np.zeros(1)})
+
+
+def test_tolerances_load_without_tomllib_through_tomli():
+    """Python 3.10 has no tomllib: parity.tolerances falls back to tomli (a dependency there)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, tomllib\n"
+            "sys.modules['tomli'] = tomllib\n"       # stands in for the tomli package
+            "sys.modules['tomllib'] = None\n"        # as on Python 3.10: import tomllib fails
+            "from parity.tolerances import load_tolerances\n"
+            "assert load_tolerances().defaults\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_pyproject_declares_tomli_before_python_3_11():
+    import tomllib
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]
+    assert project["requires-python"] == ">=3.10"
+    deps = [d.replace(" ", "").replace("'", '"') for d in project["dependencies"]]
+    assert any(d.startswith("tomli") and d.endswith(';python_version<"3.11"') for d in deps), deps

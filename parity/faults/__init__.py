@@ -1,0 +1,47 @@
+"""The fault catalogue of the self-test: named, documented, reversible bugs of the port.
+
+Each :class:`Fault` models one mistake that a PyTorch port of the reference can make (most are
+the real ones of upstream PtychoPINN's port, ``upstream-ptychopinn.md`` §5). It is applied at
+run time by monkeypatching attributes of the ``torch_impl`` modules and classes, never by a
+switch inside ``torch_impl``::
+
+    from parity.faults import inject
+    with inject("merge_offset_sign"):
+        ...  # torch_impl computes the merge with the wrong sign here
+    # everything restored here, also after an exception
+
+``inject_all(names)`` applies several at once; ``Job(faults=...)`` and ``run_case(faults=...)``
+use it, so ``execute`` runs the port under faults in-process and in workers alike (a job's
+build happens inside the block, so build-time faults apply there too).
+
+Patches go where the lookup happens: ``torch_impl.model`` calls the physics as
+``physics.merge_patches(...)`` (module attribute, so patching ``torch_impl.physics`` works),
+and the physics functions call each other through their module globals (``translate``,
+``_reflect_pad1``, ...). Two kinds of patch exist:
+
+* run-time patches (a physics function, a module's ``forward``, ``ForwardModel._compute``, the
+  ``ModelConfig.M`` property): they change models that already exist;
+* build-time patches (``network._conv3x3``, ``network.amplitude_activation``,
+  ``network.phase_activation``, ``weights.KERNEL_TO_TORCH``): they only change models built
+  inside the ``with`` block. The self-test builds the port inside the block whenever
+  ``fault.network`` is True.
+
+Each fault declares the stage where the harness must first see it (``expected_stage``), the
+cases where it can show at all (``applies``, a predicate over :class:`parity.cases.Case`;
+e.g. the smoothing fault needs sigma > 0) and ``network``: whether it can change the network
+stages (latent, amp, phase). Faults with ``network=False`` leave those stages bitwise unchanged
+(``tests/unit/test_faults.py`` checks it), which lets the self-test reuse the clean port's
+network stages.
+
+The package: :mod:`.core` (the Fault record, applicability predicates, inject / inject_all,
+snapshot), :mod:`.patches` (the faulty implementations) and :mod:`.catalogue` (the entries,
+FAULTS, get_fault). PyTorch is imported lazily (inside the patches), so ``parity.faults`` can be
+imported to list the catalogue without a framework.
+"""
+from __future__ import annotations
+
+from .catalogue import FAULT_NAMES, FAULTS, applicable_cases, get_fault
+from .core import NETWORK_STAGES, Applies, Fault, UnknownFault, inject, inject_all, offsets_kind, snapshot
+
+__all__ = ["Applies", "FAULTS", "FAULT_NAMES", "Fault", "NETWORK_STAGES", "UnknownFault", "applicable_cases",
+           "get_fault", "inject", "inject_all", "offsets_kind", "snapshot"]
