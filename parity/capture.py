@@ -48,7 +48,7 @@ class Capture:
     inputs: Dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.stages = _ordered(self.stages, STAGE_NAMES)
+        self.stages = _ordered(self.stages, tuple(self.meta.get("stage_names") or STAGE_NAMES))
         self.inputs = _ordered(self.inputs, BATCH_INPUTS)
         self.meta = dict(self.meta)
 
@@ -113,10 +113,12 @@ def _read_members(path: Path, fh, known) -> Dict[str, np.ndarray]:
         names = list(npz.files)
         if META_KEY not in names:
             raise CaptureError(f"capture file {path} has no {META_KEY!r} entry; it was not written by save_capture")
+        declared = _declared_stages(npz, path)  # a capture of another pair names its stages in its metadata
+        known = set(known) | set(declared)
         unknown = [n for n in names if n != META_KEY and n not in known]
         if unknown:
             raise CaptureError(f"capture file {path} holds unknown stage name(s) {unknown}; known stages are "
-                               f"{list(STAGE_NAMES)} and batch inputs {list(BATCH_INPUTS)}")
+                               f"{list(declared or STAGE_NAMES)} and batch inputs {list(BATCH_INPUTS)}")
         for name in names:
             try:
                 arrays[name] = npz[name]
@@ -128,6 +130,17 @@ def _read_members(path: Path, fh, known) -> Dict[str, np.ndarray]:
             except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
                 raise CaptureError(f"capture file {path}: array {name!r} is corrupt or truncated: {exc}") from None
     return arrays
+
+
+def _declared_stages(npz, path: Path) -> List[str]:
+    """``meta["stage_names"]`` of an open capture ([] when absent or unreadable: the full
+    metadata checks come later and name the problem)."""
+    try:
+        meta = json.loads(str(npz[META_KEY]))
+    except Exception:  # noqa: BLE001 - reported by load_capture's own checks
+        return []
+    names = meta.get("stage_names") if isinstance(meta, dict) else None
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
 
 
 def load_capture(path: os.PathLike | str) -> Capture:
@@ -153,7 +166,8 @@ def load_capture(path: os.PathLike | str) -> Capture:
     for name, arr in arrays.items():
         if arr.dtype.hasobject:  # unreachable with allow_pickle=False; kept as a guard
             raise CaptureError(f"capture file {path}: array {name!r} has dtype object")
-    stages = {k: v for k, v in arrays.items() if k in BY_NAME}
+    declared = set(meta.get("stage_names") or ())
+    stages = {k: v for k, v in arrays.items() if (k in BY_NAME or k in declared) and k not in BATCH_INPUTS}
     inputs = {k: v for k, v in arrays.items() if k in BATCH_INPUTS}
     return Capture(stages=stages, meta=meta, inputs=inputs)
 

@@ -21,7 +21,7 @@ import numpy as np
 from parity import messages
 from parity.capture import Capture
 from parity.results import CaseResult, StageResult
-from parity.stages import BY_NAME, STAGE_NAMES
+from parity.stages import StageList, stage_list as as_stage_list
 from parity.stats.errors import TINY_REL, compare_arrays, error_stats
 from parity.stats.patches import TOP_K
 from parity.tolerances import Tolerance, ToleranceTable, dtype_key
@@ -48,20 +48,20 @@ def _unpack(x: Any, what: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     raise TypeError(f"{what} must be a Capture or a dict stage -> array, got {type(x).__name__}")
 
 
-def _stage_order(stages: Optional[Sequence[str]]) -> List[str]:
+def _stage_order(stages: Optional[Sequence[str]], sl: StageList) -> List[str]:
     if stages is None:
-        return list(STAGE_NAMES)
-    unknown = [s for s in stages if s not in BY_NAME]
+        return list(sl.names)
+    unknown = [s for s in stages if s not in sl]
     if unknown:
-        raise ValueError(f"unknown stage(s) {unknown} in stages=; known stages are {list(STAGE_NAMES)}")
+        raise ValueError(f"unknown stage(s) {unknown} in stages=; known stages are {list(sl.names)}")
     wanted = set(stages)
-    return [s for s in STAGE_NAMES if s in wanted]
+    return [s for s in sl.names if s in wanted]
 
 
 class _Tolerances:
     """Resolves the tolerance of a stage from a ToleranceTable, a dict or a single Tolerance."""
 
-    def __init__(self, tolerances: Any, dtype: Optional[str], device: str):
+    def __init__(self, tolerances: Any, dtype: Optional[str], device: str, sl: StageList):
         self.dtype, self.device = (dtype_key(dtype) if dtype is not None else None), device
         self.table = self.single = None
         self.map: Dict[str, Tolerance] = {}
@@ -70,9 +70,9 @@ class _Tolerances:
         elif isinstance(tolerances, Tolerance):
             self.single = tolerances
         elif isinstance(tolerances, Mapping):
-            unknown = [s for s in tolerances if s not in BY_NAME]
+            unknown = [s for s in tolerances if s not in sl]
             if unknown:
-                raise ValueError(f"tolerances name unknown stage(s) {unknown}; known stages are {list(STAGE_NAMES)}")
+                raise ValueError(f"tolerances name unknown stage(s) {unknown}; known stages are {list(sl.names)}")
             for s, t in tolerances.items():
                 self.map[s] = t if isinstance(t, Tolerance) else Tolerance.from_dict(t)
         else:
@@ -94,11 +94,11 @@ class _Tolerances:
         return self.table.for_stage(stage, self.dtype or dtype_key(array_dtype), self.device)
 
 
-def _kind_problem(name: str, ref: np.ndarray, cand: np.ndarray) -> Optional[str]:
+def _kind_problem(name: str, ref: np.ndarray, cand: np.ndarray, sl: StageList) -> Optional[str]:
     for side, a in (("reference", ref), ("candidate", cand)):
         if a.dtype.kind not in "fc":
             return f"{side} dtype {a.dtype} is not floating point or complex"
-    stage = BY_NAME.get(name)
+    stage = sl.by_name.get(name)
     rk, ck = ref.dtype.kind == "c", cand.dtype.kind == "c"
     if rk != ck:
         want = f" (stage {name} is {'complex' if stage.complex else 'real'})" if stage else ""
@@ -110,13 +110,14 @@ def _kind_problem(name: str, ref: np.ndarray, cand: np.ndarray) -> Optional[str]
     return None
 
 
-def _local_stats(name: str, ref: np.ndarray, loc: Any, tol: Tolerance, tiny_rel: float) -> Dict[str, Any]:
+def _local_stats(name: str, ref: np.ndarray, loc: Any, tol: Tolerance, tiny_rel: float,
+                 sl: StageList) -> Dict[str, Any]:
     loc = np.asarray(loc)
     problem = None
     if loc.shape != ref.shape:
         problem = f"shape mismatch: reference {ref.shape} vs local {loc.shape}; arrays are never broadcast"
     else:
-        problem = _kind_problem(name, ref, loc)
+        problem = _kind_problem(name, ref, loc, sl)
     if problem is not None:
         return {"verdict": "fail", "margin": math.inf, "problem": problem, "tolerance": tol.to_dict()}
     s = error_stats(ref, loc, tol, tiny_rel=tiny_rel)
@@ -163,7 +164,7 @@ def _finish_case(res: CaseResult) -> CaseResult:
 # --------------------------------------------------------------------------- compare
 def compare(reference: Any, candidate: Any, tolerances: Any, *, case: str = "", dtype: Optional[str] = None,
             device: Optional[str] = None, local: Any = None, stages: Optional[Sequence[str]] = None,
-            tiny_rel: float = TINY_REL, top_k: int = TOP_K) -> CaseResult:
+            tiny_rel: float = TINY_REL, top_k: int = TOP_K, stage_list: Any = None) -> CaseResult:
     """Compare a candidate capture with a reference capture, stage by stage.
 
     ``reference``/``candidate``: Capture or ``{stage: array}`` (canonical layout).
@@ -172,19 +173,21 @@ def compare(reference: Any, candidate: Any, tolerances: Any, *, case: str = "", 
     ``{stage: Tolerance}`` covering every compared stage, or one Tolerance for all.
     ``local``: ``{stage: array}`` (or Capture) of candidate stages computed from the
     *reference's* inputs (teacher forcing); compared with the same tolerance, it labels stages
-    root_cause / propagated. ``stages``: compare only these (default: all of parity.stages).
+    root_cause / propagated. ``stages``: compare only these (default: every stage of
+    ``stage_list``, the pair's :class:`parity.stages.StageList`; default the built-in pair's).
     ``case``: the case name (default ``candidate.meta["case"]``).
     """
     ref_arrays, ref_meta = _unpack(reference, "reference")
     cand_arrays, cand_meta = _unpack(candidate, "candidate")
     local_arrays = _unpack(local, "local")[0] if local is not None else {}
-    unknown_local = [s for s in local_arrays if s not in BY_NAME]
+    sl = as_stage_list(stage_list)
+    unknown_local = [s for s in local_arrays if s not in sl]
     if unknown_local:
-        raise ValueError(f"local names unknown stage(s) {unknown_local}; known stages are {list(STAGE_NAMES)}")
-    order = _stage_order(stages)
+        raise ValueError(f"local names unknown stage(s) {unknown_local}; known stages are {list(sl.names)}")
+    order = _stage_order(stages, sl)
     case = case or str(cand_meta.get("case") or ref_meta.get("case") or "")
     device = device or str(cand_meta.get("device") or "cpu")
-    tol_for = _Tolerances(tolerances, dtype, device)
+    tol_for = _Tolerances(tolerances, dtype, device, sl)
     tol_for.check_covers(order)
 
     res = CaseResult(name=case, verdict="pass", dtype=tol_for.dtype, device=device,
@@ -194,13 +197,13 @@ def compare(reference: Any, candidate: Any, tolerances: Any, *, case: str = "", 
     upstream_failed = False  # whether a stage before this one failed end to end
     for name in order:
         sr, e2e_verdict = _compare_stage(name, ref_arrays, cand_arrays, local_arrays, tol_for, res, tiny_rel, top_k,
-                                         upstream_failed)
+                                         upstream_failed, sl)
         res.stages.append(sr)
         upstream_failed = upstream_failed or e2e_verdict != "pass"
     for side, arrays in (("reference", ref_arrays), ("candidate", cand_arrays)):
         for name in arrays:
-            if name not in BY_NAME:
-                problem = f"unknown stage {name!r} in the {side} capture; known stages are {list(STAGE_NAMES)}"
+            if name not in sl:
+                problem = f"unknown stage {name!r} in the {side} capture; known stages are {list(sl.names)}"
                 res.problems.append(problem)
                 sr = StageResult(name=name, verdict="fail", problem=problem)
                 res.stages.append(_finish_stage(sr, "fail", case, None))
@@ -208,7 +211,7 @@ def compare(reference: Any, candidate: Any, tolerances: Any, *, case: str = "", 
 
 
 def _compare_stage(name, ref_arrays, cand_arrays, local_arrays, tol_for, res, tiny_rel, top_k,
-                   upstream_failed) -> Tuple[StageResult, str]:
+                   upstream_failed, sl: StageList) -> Tuple[StageResult, str]:
     """The finished StageResult of one stage and its end-to-end verdict."""
     case = res.name
     in_ref, in_cand = name in ref_arrays, name in cand_arrays
@@ -226,7 +229,7 @@ def _compare_stage(name, ref_arrays, cand_arrays, local_arrays, tol_for, res, ti
         problem = (f"shape mismatch: reference {ref.shape} vs candidate {cand.shape}; "
                    f"arrays are never broadcast or reshaped")
     else:
-        problem = _kind_problem(name, ref, cand)
+        problem = _kind_problem(name, ref, cand, sl)
     if problem is None:
         try:
             tol = tol_for(name, cand.dtype)
@@ -237,7 +240,7 @@ def _compare_stage(name, ref_arrays, cand_arrays, local_arrays, tol_for, res, ti
         res.problems.append(f"stage {name}: {problem}")
         return _finish_stage(sr, "fail", case, None), "fail"
 
-    stage = BY_NAME[name]
+    stage = sl.by_name[name]
     patches = stage.patch_shaped and ref.ndim == 4
     arrays = compare_arrays(ref, cand, tol, tiny_rel=tiny_rel, patches=patches, top_k=top_k)
     stats, perr = arrays["errors"], arrays["patch_errors"]
@@ -249,5 +252,5 @@ def _compare_stage(name, ref_arrays, cand_arrays, local_arrays, tol_for, res, ti
         res.patch_stats["reference"][name] = arrays["patch_stats"]["reference"]
         res.patch_stats["candidate"][name] = arrays["patch_stats"]["candidate"]
     if name in local_arrays:
-        sr.local = _local_stats(name, ref, local_arrays[name], tol, tiny_rel)
+        sr.local = _local_stats(name, ref, local_arrays[name], tol, tiny_rel, sl)
     return _finish_stage(sr, stats["verdict"], case, perr, upstream_failed), stats["verdict"]

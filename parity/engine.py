@@ -502,7 +502,7 @@ class _State:
                 tol = self._tolerance(c)
                 local = out.local
                 out.result = compare(ref.capture, cand.capture, tol, case=c.case, dtype=c.dtype, device=c.device,
-                                     local=local, stages=self.plan.pair.stage_names)
+                                     local=local, stage_list=self.plan.pair.stage_list)
                 out.result.meta.update(c.meta)
             except Exception as exc:  # noqa: BLE001 - e.g. a noise floor from non-finite runs
                 out.error, out.exception = f"{type(exc).__name__}: {exc}", exc
@@ -520,5 +520,8 @@ class _State:
     def _tolerance(self, c: Comparison):
         tol = c.tolerance
         if isinstance(tol, NoiseFloor):
-            return noise_floor_tolerances(self.outputs[tol.oracle].capture, self.outputs[tol.float32].capture, k=tol.k)
+            return noise_floor_tolerances(self.outputs[tol.oracle].capture, self.outputs[tol.float32].capture, k=tol.k,
+                                          stages=self.plan.pair.stage_names)
+        if isinstance(tol, ToleranceTable):
+            return tol.for_stages(self.plan.pair.stage_names)
         return tol

@@ -178,6 +178,7 @@ def _execute(job: Job) -> JobResult:
         "allow_tf32": job.allow_tf32,
         "local_errors": local_errors,
         "model_cached": cached,
+        "stage_names": [name for name, _ in job.graph],
     }
     if crash is not None:
         meta["crash"] = crash

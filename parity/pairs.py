@@ -7,7 +7,8 @@ choice: any registered side may be the reference or the candidate, and one side 
 both (a side against itself must agree with itself exactly on a CPU).
 
 ``resolve_pair(None)`` is the default pair ``reference_tf:torch_impl``; ``resolve_pair("A:B")``
-is the built-in pair with side A as the reference and side B as the candidate.
+is side A as the reference and side B as the candidate over the stages and cases of the pair
+the sides belong to (the registered pair that names one of them; else the built-in pair).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from . import sides as side_registry
-from .stages import Stage
+from .stages import Stage, StageList
 
 DEFAULT_PAIR = "reference_tf:torch_impl"
 
@@ -40,6 +41,10 @@ class Pair:
     @property
     def stage_names(self) -> Tuple[str, ...]:
         return tuple(s.name for s in self.stages)
+
+    @property
+    def stage_list(self) -> StageList:
+        return StageList(self.stages)
 
     @property
     def graph(self) -> Tuple[Tuple[str, Tuple[str, ...]], ...]:
@@ -121,6 +126,18 @@ def pair_names() -> Tuple[str, ...]:
     return tuple(_PAIRS)
 
 
+def _home_pair(*sides: str) -> Pair:
+    """The registered pair whose stages and cases two sides share: the first pair that names
+    one of them as its reference or candidate (the built-in pair when none does)."""
+    for name, factory in _PAIRS.items():
+        if name == "builtin":
+            continue
+        pair = factory()
+        if pair.reference in sides or pair.candidate in sides:
+            return pair
+    return builtin_pair()
+
+
 def resolve_pair(spec: Optional[str] = None) -> Pair:
     """``None`` -> the default pair; ``"REFERENCE:CANDIDATE"`` -> the built-in pair with those
     sides; ``"NAME"`` -> a registered pair. PairError (one line) otherwise."""
@@ -132,7 +149,7 @@ def resolve_pair(spec: Optional[str] = None) -> Pair:
         if not ref or not cand or ":" in cand:
             raise PairError(f"--pair {spec!r} must be REFERENCE:CANDIDATE (two side names) or a pair name; "
                             f"sides: {', '.join(side_registry.side_names())}; pairs: {', '.join(_PAIRS)}")
-        return builtin_pair().with_sides(ref, cand)
+        return _home_pair(ref, cand).with_sides(ref, cand)
     if spec not in _PAIRS:
         raise PairError(f"unknown pair {spec!r}; known pairs are: {', '.join(_PAIRS)} (or REFERENCE:CANDIDATE "
                         f"with sides {', '.join(side_registry.side_names())})")

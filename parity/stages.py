@@ -10,7 +10,7 @@ forcing (local error) feeds from one backend into the other.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from typing import Dict, Iterable, Iterator, Optional, Sequence, Tuple, Union
 
 #: Inputs of one batch, canonical layout: diffraction (B, C, N, N) real = Xs = s * X,
 #: offsets (B, C, 2) real [dx, dy], probe_raw (N, N) complex.
@@ -67,6 +67,47 @@ def get(name: str) -> Stage:
         return BY_NAME[name]
     except KeyError:
         raise KeyError(f"unknown stage {name!r}; known stages are {list(STAGE_NAMES)}") from None
+
+
+class StageList:
+    """The ordered stages of one pair (pipeline order): what the comparator, the captures and
+    the tolerance table of that pair accept. :data:`BUILTIN` is the built-in pair's."""
+
+    def __init__(self, stages: Iterable[Stage]):
+        self.stages: Tuple[Stage, ...] = tuple(stages)
+        self.names: Tuple[str, ...] = tuple(s.name for s in self.stages)
+        self.by_name: Dict[str, Stage] = {s.name: s for s in self.stages}
+        if len(self.by_name) != len(self.stages):
+            dup = sorted({n for n in self.names if self.names.count(n) > 1})
+            raise ValueError(f"stage list names {dup} more than once")
+        clash = sorted(set(self.names) & set(BATCH_INPUTS))
+        if clash:
+            raise ValueError(f"stage names {clash} are batch inputs; choose other names")
+
+    def get(self, name: str) -> Stage:
+        try:
+            return self.by_name[name]
+        except KeyError:
+            raise KeyError(f"unknown stage {name!r}; known stages are {list(self.names)}") from None
+
+    def __iter__(self) -> Iterator[Stage]:
+        return iter(self.stages)
+
+    def __len__(self) -> int:
+        return len(self.stages)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.by_name
+
+
+BUILTIN = StageList(STAGES)
+
+
+def stage_list(stages: Union[None, StageList, Sequence[Stage]] = None) -> StageList:
+    """``None`` -> the built-in list; a StageList as given; a sequence of Stage -> a StageList."""
+    if stages is None:
+        return BUILTIN
+    return stages if isinstance(stages, StageList) else StageList(stages)
 
 
 def expected_shapes(config, batch: int) -> Dict[str, Tuple[int, ...]]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -134,9 +134,9 @@ def _check_table(raw: Any, where: str, *, require_reason: bool, partial: bool) -
     return out
 
 
-def _check_stage(name: str, where: str) -> None:
-    if name != "*" and name not in STAGE_NAMES:
-        raise ValueError(f"{where}: unknown stage {name!r}; known stages are {list(STAGE_NAMES)}")
+def _check_stage(name: str, where: str, known: Sequence[str] = STAGE_NAMES) -> None:
+    if name != "*" and name not in known:
+        raise ValueError(f"{where}: unknown stage {name!r}; known stages are {list(known)}")
 
 
 def _check_dtypes(raw: Any, where: str) -> Dict[str, Any]:
@@ -156,10 +156,20 @@ class ToleranceTable:
     stages: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
     device_overrides: Mapping[str, Mapping[str, Mapping[str, Mapping[str, Any]]]] = field(default_factory=dict)
     path: str = "<dict>"
+    known: Tuple[str, ...] = STAGE_NAMES  # the stage names this table accepts (its pair's)
+
+    def for_stages(self, names: Sequence[str]) -> "ToleranceTable":
+        """The same table accepting ``names`` too (a pair with other stages: they get the
+        defaults unless the table names them)."""
+        extra = tuple(n for n in names if n not in self.known)
+        return self if not extra else replace(self, known=self.known + extra)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], path: str = "<dict>") -> "ToleranceTable":
-        """Validate a parsed TOML document; raises ValueError naming the offending table."""
+    def from_dict(cls, data: Mapping[str, Any], path: str = "<dict>",
+                  stages: Optional[Sequence[str]] = None) -> "ToleranceTable":
+        """Validate a parsed TOML document against ``stages`` (default: the built-in pair's);
+        raises ValueError naming the offending table."""
+        known = tuple(stages) if stages is not None else STAGE_NAMES
         unknown = sorted(set(data) - {"defaults", "stages", "device_overrides"})
         if unknown:
             raise ValueError(f"{path}: unknown top-level table(s) {unknown}; "
@@ -172,7 +182,7 @@ class ToleranceTable:
                     for d in DTYPES}
         stages: Dict[str, Dict[str, Any]] = {}
         for stage, per_dtype in data.get("stages", {}).items():
-            _check_stage(stage, f"{path}: [stages.{stage}]")
+            _check_stage(stage, f"{path}: [stages.{stage}]", known)
             per_dtype = _check_dtypes(per_dtype, f"{path}: [stages.{stage}]")
             stages[stage] = {d: _check_table(t, f"{path}: [stages.{stage}.{d}] (stage {stage})",
                                              require_reason=True, partial=True)
@@ -187,13 +197,13 @@ class ToleranceTable:
                 devices[device][d] = {}
                 for stage, t in per_stage.items():
                     where = f"{path}: [device_overrides.{device}.{d}.{stage}] (stage {stage})"
-                    _check_stage(stage, where)
+                    _check_stage(stage, where, known)
                     devices[device][d][stage] = _check_table(t, where, require_reason=True, partial=True)
-        return cls(defaults=defaults, stages=stages, device_overrides=devices, path=path)
+        return cls(defaults=defaults, stages=stages, device_overrides=devices, path=path, known=known)
 
     def for_stage(self, stage: str, dtype: Any, device: str = "cpu") -> Tolerance:
         """Tolerance of ``stage`` at precision ``dtype`` on ``device`` (``"cuda:0"`` -> ``"cuda"``)."""
-        _check_stage(stage, "for_stage")
+        _check_stage(stage, "for_stage", self.known)
         if stage == "*":
             raise ValueError("for_stage: give a stage name, not '*'")
         key = dtype_key(dtype)
@@ -215,13 +225,17 @@ class ToleranceTable:
         return Tolerance(**values, source=" < ".join(name for name, _ in layers),
                          reason=reasons[-1] if reasons else "")
 
-    def stage_map(self, dtype: Any, device: str = "cpu", stages=STAGE_NAMES) -> Dict[str, Tolerance]:
-        """``{stage: Tolerance}`` for every stage at one precision and device."""
-        return {s: self.for_stage(s, dtype, device) for s in stages}
+    def stage_map(self, dtype: Any, device: str = "cpu", stages: Optional[Sequence[str]] = None
+                  ) -> Dict[str, Tolerance]:
+        """``{stage: Tolerance}`` for every stage (default: every stage the table knows) at one
+        precision and device."""
+        return {s: self.for_stage(s, dtype, device) for s in (self.known if stages is None else stages)}
 
 
-def load_tolerances(path: Optional[Path | str] = None) -> ToleranceTable:
-    """Read and validate a tolerance TOML file (default: ``parity/tolerances.toml``)."""
+def load_tolerances(path: Optional[Path | str] = None, stages: Optional[Sequence[str]] = None) -> ToleranceTable:
+    """Read and validate a tolerance TOML file (default: ``parity/tolerances.toml``, the
+    built-in pair's, which other pairs' stage names then join); ``stages``: the stage names of
+    the pair the file was written for (default: the built-in pair's)."""
     path = Path(path) if path is not None else DEFAULT_PATH
     try:
         with open(path, "rb") as fh:
@@ -230,7 +244,10 @@ def load_tolerances(path: Optional[Path | str] = None) -> ToleranceTable:
         raise ValueError(f"tolerance file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"tolerance file {path} is not valid TOML: {exc}") from None
-    return ToleranceTable.from_dict(data, path=str(path))
+    if path == DEFAULT_PATH or stages is None:
+        table = ToleranceTable.from_dict(data, path=str(path))
+        return table.for_stages(stages) if stages is not None else table
+    return ToleranceTable.from_dict(data, path=str(path), stages=stages)
 
 
 def _stage_arrays(x: Any) -> Mapping[str, np.ndarray]:
@@ -238,7 +255,8 @@ def _stage_arrays(x: Any) -> Mapping[str, np.ndarray]:
 
 
 def noise_floor_tolerances(oracle64: Any, ref32: Any, k: float = NOISE_FLOOR_K,
-                           floor_ulps: float = NOISE_FLOOR_ULPS) -> Dict[str, Tolerance]:
+                           floor_ulps: float = NOISE_FLOOR_ULPS,
+                           stages: Optional[Sequence[str]] = None) -> Dict[str, Tolerance]:
     """Per-stage tolerances from the reference's own float32 error against its float64 run.
 
     ``oracle64`` and ``ref32`` are captures (or ``{stage: array}``) of the *reference* backend
@@ -258,12 +276,13 @@ def noise_floor_tolerances(oracle64: Any, ref32: Any, k: float = NOISE_FLOOR_K,
     if set(o) != set(r):
         raise ValueError(f"noise_floor_tolerances: stage sets differ; only in oracle64: "
                          f"{sorted(set(o) - set(r))}, only in ref32: {sorted(set(r) - set(o))}")
-    unknown = sorted(set(o) - set(STAGE_NAMES))
+    order = tuple(stages) if stages is not None else STAGE_NAMES  # the pair's stage names, in order
+    unknown = sorted(set(o) - set(order))
     if unknown:
-        raise ValueError(f"noise_floor_tolerances: unknown stage(s) {unknown}; known stages are {list(STAGE_NAMES)}")
+        raise ValueError(f"noise_floor_tolerances: unknown stage(s) {unknown}; known stages are {list(order)}")
     eps32 = float(np.finfo(np.float32).eps)
     out: Dict[str, Tolerance] = {}
-    for stage in (s for s in STAGE_NAMES if s in o):
+    for stage in (s for s in order if s in o):
         a, b = np.asarray(o[stage]), np.asarray(r[stage])
         if a.shape != b.shape:
             raise ValueError(f"noise_floor_tolerances: stage {stage}: oracle64 shape {a.shape} "

@@ -226,9 +226,10 @@ def make_plan(opts: ReportOptions) -> Plan:
                         f"it runs no model); allowed with --recheck: --hub, --case, --tolerances, --tolerance-mode, "
                         f"--noise-floor-k, --baseline, --drift-factor, --junit, --force")
 
+    pair = _pair(_source_pair(opts.recheck) if recheck else opts.pair)
     tol_path = Path(opts.tolerances) if opts.tolerances is not None else None
     try:
-        table = load_tolerances(tol_path)
+        table = load_tolerances(tol_path, stages=pair.stage_names)
     except (ValueError, OSError) as exc:
         raise _fail(f"--tolerances: {exc}") from None
     tol_path = Path(table.path)
@@ -253,13 +254,11 @@ def make_plan(opts: ReportOptions) -> Plan:
                 devices.append(DeviceStatus(e["device"], e.get("status") == "available", e.get("reason"),
                                             dict(e.get("names") or {})))
         isolation = (source.get("config") or {}).get("isolation", DEFAULT_ISOLATION)
-        pair = _pair(source.get("pair", {}).get("name") if isinstance(source.get("pair"), dict) else None)
         engine = engine_mod.Engine(pair, isolation="inprocess")  # a recheck runs no side
         keys = [sc.entry.get("key") or hub_mod.case_key(sc.entry["name"], sc.entry.get("device", "cpu"))
                 for sc in source_cases]
         suite = (source.get("config") or {}).get("suite")
     else:
-        pair = _pair(opts.pair)
         cases, suite = _resolve_cases(opts, pair.cases)
         mode = opts.tolerance_mode
         isolation = opts.isolation or DEFAULT_ISOLATION
@@ -297,6 +296,16 @@ def make_plan(opts: ReportOptions) -> Plan:
                 devices=devices, table=table, tolerance_path=tol_path, tolerance_mode=mode, isolation=isolation,
                 suite=suite, baseline=baseline, source=source, source_cases=source_cases, in_place=in_place,
                 engine=engine)
+
+
+def _source_pair(src: Path) -> Optional[str]:
+    """The pair a recheck source ran (None: the default; an unreadable source is reported by
+    the source checks that follow)."""
+    try:
+        pair = hub_mod.read_report(Path(src)).get("pair")
+    except (hub_mod.HubError, OSError, ValueError):
+        return None
+    return pair.get("name") if isinstance(pair, dict) else None
 
 
 def _pair(spec: Optional[str]):

@@ -193,7 +193,7 @@ def _record(plan: Plan, case, o: Outcome, total: float) -> Tuple[CaseRecord, Dic
     if o.local is not None:
         captures["local"] = Capture(stages=o.local, meta={"side": pair.candidate, "case": case.name, "kind": "local",
                                                           "teacher": "reference", "dtype": case.dtype,
-                                                          "device": c.device})
+                                                          "device": c.device, "stage_names": list(pair.stage_names)})
     if "reference_float32" in o.outputs:
         captures["reference_float32"] = o.outputs["reference_float32"].capture
     rec.captures = _capture_paths(c.key, rec.sides, captures)
