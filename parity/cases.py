@@ -5,7 +5,8 @@ fixture + a weight set + dtype + batch size. :func:`prepare` turns a case into t
 things both backends receive: the config dict, the neutral weights and the canonical inputs.
 
 Weights are named ``"glorot:<seed>"`` (Glorot-uniform from a seed, reference_tf.weights)
-or ``"file:<name>"`` (``fixtures/weights/<name>.npz``, e.g. a set trained by the reference).
+or ``"file:<name>"`` (``parity/data/fixtures/weights/<name>.npz``, e.g. a set trained by the
+reference; package data, like the fixtures).
 """
 from __future__ import annotations
 

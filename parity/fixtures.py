@@ -1,9 +1,10 @@
 """Named, seeded input fixtures: registry, deterministic ``.npz`` files, manifest, loader.
 
 A fixture is one synthetic batch from :func:`parity.synthetic.make_batch`, stored as
-``fixtures/<name>.npz`` (numeric arrays only, no pickles) and described in
-``fixtures/manifest.json`` (sha256 of the file and of its array contents, spec fields, seed,
-shapes, dtypes, generator version, simulation metadata).
+``parity/data/fixtures/<name>.npz`` (numeric arrays only, no pickles; package data, so an
+installed package carries them) and described in ``parity/data/fixtures/manifest.json``
+(sha256 of the file and of its array contents, spec fields, seed, shapes, dtypes, generator
+version, simulation metadata).
 
 The ``.npz`` files are written with :mod:`zipfile` and a fixed timestamp (``np.savez*`` stamps
 the current time into the archive), so regenerating gives the same bytes and sha256.
@@ -36,8 +37,8 @@ from . import synthetic
 
 #: Bump whenever a change to synthetic.py / this module changes any stored byte.
 GENERATOR_VERSION = "1"
-#: Default location of the stored fixtures.
-DEFAULT_DIR = Path(__file__).resolve().parent.parent / "fixtures"
+#: Default location of the stored fixtures (package data: installed with the package).
+DEFAULT_DIR = Path(__file__).resolve().parent / "data" / "fixtures"
 MANIFEST_NAME = "manifest.json"
 #: Arrays of every fixture, in file order, with the dtype they are stored in.
 STORED_DTYPES: Dict[str, np.dtype] = {
@@ -68,7 +69,7 @@ class FixtureSpec:
     probe_kind: str
     poisson_photons: Optional[float] = None
     probe_scale: float = 4.0
-    stored: bool = True  # False: nightly-only, generated on demand, not kept in fixtures/
+    stored: bool = True  # False: nightly-only, generated on demand, not kept in DEFAULT_DIR
     description: str = ""
 
     @property

@@ -68,7 +68,7 @@ SCHEMA = "parity.selftest"
 SCHEMA_VERSION = 1
 SELFTEST_JSON = "selftest.json"
 DEFAULT_SEEDS = 20
-REPORTS_DIR = Path(__file__).resolve().parent.parent / "reports"
+REPORTS_DIR = Path("reports")  # under the current folder, like the report's default hub
 REFERENCE, PORT = "tf", "torch"
 
 Progress = Callable[[str], None]
