@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from parity import cases as case_registry
+from parity.capture import CaptureError
+from parity.fixtures import FixtureError
 from parity.stages import STAGE_NAMES
 
 from . import document as D
@@ -51,6 +53,11 @@ def build_report(options: ReportOptions, progress: Optional[Callable[..., None]]
 
     ``started``: a ``time.perf_counter()`` value the wall time counts from (the CLI passes the
     process start); ``progress``: see parity.report.runner.
+
+    When the run stops early on an exception, the hub is given back first (``Hub.abandon``: what
+    this run created is removed, or, after an interruption or once an earlier report was removed,
+    the hub stays marked incomplete); an unusable capture or fixture met only then is raised as
+    ReportInputError, anything else as it was.
     """
     t_start = time.perf_counter() if started is None else started
     plan = make_plan(options)
@@ -66,11 +73,21 @@ def build_report(options: ReportOptions, progress: Optional[Callable[..., None]]
         progress("begin", 0, 0, str(plan.hub.root))
     setup_s = time.perf_counter() - t_start
     run_timings: Dict[str, float] = {}
-    if plan.mode == "recheck":
-        records = recheck_cases(plan, progress, run_timings)
-    else:
-        records = run_cases(plan, progress, run_timings)
-    doc = _finish(plan, records, created, t_start, clock, setup_s, run_timings)
+    try:
+        if plan.mode == "recheck":
+            records = recheck_cases(plan, progress, run_timings)
+        else:
+            records = run_cases(plan, progress, run_timings)
+        doc = _finish(plan, records, created, t_start, clock, setup_s, run_timings)
+    except KeyboardInterrupt:
+        plan.hub.abandon("interrupted", interrupted=True)
+        raise
+    except BaseException as exc:
+        left = plan.hub.abandon(f"{type(exc).__name__}: {exc}")
+        log.info("report stopped early: %s", left)
+        if isinstance(exc, (CaptureError, FixtureError)):  # a file went bad after it was checked
+            raise ReportInputError(f"{exc}; {left}") from None
+        raise
     return ReportOutcome(document=doc, hub=plan.hub.root, exit_code=0 if doc["verdict"] == "pass" else 1)
 
 

@@ -1,0 +1,189 @@
+"""parity report with unusable files and competing runs: exit 2 with one line naming the file, no
+half-written hub; one run per hub at a time."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from parity import cases as case_registry
+from parity import fixtures as fixture_store
+from parity.report import hub as hub_mod
+from parity.report.__main__ import main
+
+ROOT = Path(__file__).resolve().parents[2]
+CASE = "n64_g1"
+TIGHT = ("[defaults.float32]\nrtol = 0.0\natol = 0.0\natol_scaled = 1e-12\n"
+         "[defaults.float64]\nrtol = 0.0\natol = 0.0\natol_scaled = 1e-18\n")
+
+
+def _env():
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+
+
+def _one_line(capsys):
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    return lines[0]
+
+
+def _no_models(monkeypatch):
+    import parity.adapters.base as base
+    import parity.run as run
+
+    def boom(*a, **k):
+        raise AssertionError("a model was run")
+
+    monkeypatch.setattr(base, "execute", boom)
+    monkeypatch.setattr(run, "run_case", boom)
+
+
+@pytest.fixture
+def source(one_case_hub, tmp_path):
+    """A copy of a one-case hub (to damage) and the path of its port capture, from the report's map."""
+    copy = tmp_path / "source"
+    shutil.copytree(one_case_hub["root"], copy)
+    rel = one_case_hub["doc"]["cases"][0]["captures"]["port"]
+    return copy, copy / rel
+
+
+# --------------------------------------------------------------------------- bad files, exit 2
+def test_recheck_of_a_truncated_capture(source, tmp_path, monkeypatch, capsys):
+    src, port = source
+    data = port.read_bytes()
+    port.write_bytes(data[: len(data) // 2])
+    new = tmp_path / "new"
+    _no_models(monkeypatch)
+    assert main(["--recheck", str(src), "--hub", str(new)]) == 2
+    line = _one_line(capsys)
+    assert str(port) in line and "corrupt or truncated" in line
+    assert not new.exists()  # nothing written: no RUNNING, no partial analysis/ or captures/
+
+
+def test_recheck_into_a_folder_with_own_files_leaves_it_as_it_was(source, tmp_path, monkeypatch, capsys):
+    src, port = source
+    port.write_bytes(b"")
+    new = tmp_path / "mine"
+    new.mkdir()
+    (new / "notes.md").write_text("mine\n")
+    _no_models(monkeypatch)
+    assert main(["--recheck", str(src), "--hub", str(new)]) == 2
+    assert str(port) in _one_line(capsys)
+    assert sorted(p.name for p in new.rglob("*")) == ["notes.md"]
+
+
+def test_a_capture_that_goes_bad_during_the_run_gives_the_hub_back(source, tmp_path, monkeypatch, capsys):
+    """Past the plan's check (the file changed meanwhile): the hub the run created is removed."""
+    import parity.report.runner as runner
+    from parity.capture import CaptureError
+
+    src, port = source
+
+    def bad(path):
+        raise CaptureError(f"capture file {path} is not a readable .npz archive (corrupt or truncated): test")
+
+    monkeypatch.setattr(runner, "load_capture", bad)
+    new = tmp_path / "reports" / "new"
+    _no_models(monkeypatch)
+    assert main(["--recheck", str(src), "--hub", str(new), "-q"]) == 2
+    line = _one_line(capsys)
+    assert "corrupt or truncated" in line and "was removed" in line
+    assert not (tmp_path / "reports").exists()
+
+
+def test_a_failure_while_writing_gives_the_hub_back(one_case_hub, tmp_path, monkeypatch, capsys):
+    """The disk fills up after the case's captures and figures were written."""
+    def full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(hub_mod, "write_json_atomic", full)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "plan.md").write_text("plan\n")
+    _no_models(monkeypatch)
+    assert main(["--recheck", str(one_case_hub["root"]), "--hub", str(mine), "-q"]) == 2
+    assert "No space left on device" in _one_line(capsys)
+    assert sorted(p.relative_to(mine).as_posix() for p in mine.rglob("*")) == ["plan.md"]
+
+
+# --------------------------------------------------------------------------- one run per hub
+_CLAIM = """
+import sys, time
+from pathlib import Path
+from parity.report import hub as hub_mod
+root, at = Path(sys.argv[1]), float(sys.argv[2])
+hub = hub_mod.Hub(root)
+time.sleep(max(at - time.time() - 0.02, 0))
+while time.time() < at:
+    pass
+try:
+    hub.claim(command=["race"], earlier=None)
+except hub_mod.HubError as exc:
+    print("refused", exc)
+    sys.exit(2)
+print("claimed")
+sys.stdout.flush()
+time.sleep(1.5)  # hold the hub while the other one tries
+"""
+
+
+@pytest.mark.parametrize("stale", [False, True])
+def test_two_claims_at_the_same_moment_one_wins(tmp_path, stale):
+    for i in range(3):
+        root = tmp_path / f"hub{i}"
+        if stale:  # both find the marker of a run that is gone
+            root.mkdir()
+            (root / hub_mod.RUNNING).write_text(json.dumps({"pid": 2 ** 22 + 12345, "host": "elsewhere"}))
+        at = time.time() + 4.0
+        procs = [subprocess.Popen([sys.executable, "-c", _CLAIM, str(root), str(at)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, env=_env()) for _ in range(2)]
+        outs = [p.communicate(timeout=120) for p in procs]
+        codes = sorted(p.returncode for p in procs)
+        assert codes == [0, 2], outs
+        refused = next(o for o, p in zip(outs, procs) if p.returncode == 2)[0]
+        assert "is being written by another run" in refused
+        assert sorted(p.name for p in root.iterdir()) == [hub_mod.RUNNING]  # no temporary file left
+
+
+def test_two_reports_into_one_hub_one_runs_one_is_refused(one_case_hub, tmp_path):
+    hub = tmp_path / "shared"
+    cmd = [sys.executable, "-m", "parity.report", "--recheck", str(one_case_hub["root"]), "--hub", str(hub),
+           "--no-figures", "-q"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+                              cwd=tmp_path) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert sorted(p.returncode for p in procs) == [0, 2], outs
+    err = next(o for o, p in zip(outs, procs) if p.returncode == 2)[1].strip().splitlines()
+    assert len(err) == 1 and str(hub) in err[0]
+    assert "another run" in err[0] or "already holds a parity report" in err[0]
+    doc = json.loads((hub / hub_mod.REPORT_JSON).read_text())
+    assert doc["verdict"] == "pass" and not (hub / hub_mod.RUNNING).exists()
+
+
+# --------------------------------------------------------------------------- Hub.abandon
+def test_abandon_removes_a_created_hub(tmp_path):
+    hub = hub_mod.Hub(tmp_path / "a" / "b")
+    hub.claim(command=[], earlier=None)
+    hub.write_json("analysis/x.json", {"v": 1})
+    assert "was removed" in hub.abandon("test")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_abandon_after_replacing_an_earlier_report_marks_the_hub_incomplete(tmp_path):
+    from parity.report import marker
+
+    root = tmp_path / "hub"
+    root.mkdir()
+    (root / hub_mod.REPORT_JSON).write_text(json.dumps({"verdict": "pass", "cases": [], "artifacts": []}))
+    hub = hub_mod.Hub(root)
+    hub.claim(command=[], earlier=hub.check(force=True))
+    assert "incomplete" in hub.abandon("OSError: disk full")
+    assert marker.read(root / hub_mod.RUNNING)["stopped"].startswith("OSError: disk full (")
+    assert not (root / hub_mod.REPORT_JSON).exists()
