@@ -17,6 +17,9 @@ Command line::
 
     python -m parity.fixtures [--out DIR]      # regenerate the stored fixtures + manifest
     python -m parity.fixtures --check [--out DIR]  # regenerate into a temp dir, compare hashes
+
+(also ``parity fixtures ...``). Exit codes: 0 written / the check passed; 1 the check found a
+difference; 2 bad input (unknown name, missing or unreadable manifest or file), one line.
 """
 from __future__ import annotations
 
@@ -466,9 +469,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"fixture check OK: {len(args.names or STORED)} fixtures in {out} match the manifest")
             return 0
         written = write_fixtures(out, args.names)
-    except (FixtureError, FileNotFoundError, KeyError) as exc:
+    except (FixtureError, FileNotFoundError, KeyError) as exc:  # bad input: an unusable file or name
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     total = 0
     for name, entry in written.items():
         total += entry["bytes"]

@@ -35,16 +35,28 @@ from .runner import CaseRecord, recheck_cases, run_cases
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ArtifactError", "ReportInputError", "ReportOptions", "ReportOutcome", "build_report", "REPORT_JSON"]
+__all__ = ["ArtifactError", "ReportInputError", "ReportOptions", "ReportOutcome", "build_report", "exit_code",
+           "REPORT_JSON", "EXIT_PASS", "EXIT_FAIL", "EXIT_BAD_INPUT", "EXIT_NOT_RUN"]
 
 REPORT_JSON = hub_mod.REPORT_JSON
+
+
+#: Exit codes of a report (``parity report --help`` lists them).
+EXIT_PASS, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_NOT_RUN = 0, 1, 2, 3
 
 
 @dataclass
 class ReportOutcome:
     document: Dict[str, Any]
     hub: Path
-    exit_code: int  # 0: verdict pass; 1: fail (a case failed or a stage drifted)
+    exit_code: int  # 0: pass; 1: a stage failed or drifted; 3: a case could not run (takes precedence over 1)
+
+
+def exit_code(records: List[CaseRecord], verdict: str) -> int:
+    """3 when a case could not run (its record has ``error``), else 0 for a pass and 1 for a fail."""
+    if any(r.error for r in records):
+        return EXIT_NOT_RUN
+    return EXIT_PASS if verdict == "pass" else EXIT_FAIL
 
 
 def build_report(options: ReportOptions, progress: Optional[Callable[..., None]] = None, *,
@@ -88,7 +100,7 @@ def build_report(options: ReportOptions, progress: Optional[Callable[..., None]]
         if isinstance(exc, (CaptureError, FixtureError)):  # a file went bad after it was checked
             raise ReportInputError(f"{exc}; {left}") from None
         raise
-    return ReportOutcome(document=doc, hub=plan.hub.root, exit_code=0 if doc["verdict"] == "pass" else 1)
+    return ReportOutcome(document=doc, hub=plan.hub.root, exit_code=exit_code(records, doc["verdict"]))
 
 
 def _heatmap(plan: Plan, records: List[CaseRecord], verdict_text: str) -> None:

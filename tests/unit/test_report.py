@@ -415,7 +415,7 @@ def test_injected_fault_exit_1_and_localised(tmp_path, monkeypatch):
     assert labels["exit_wave"] == "ok" and labels["far_field_amp"] == "root_cause"
 
 
-def test_crashing_case_fails_but_the_report_is_written(tmp_path, monkeypatch):
+def test_crashing_case_exits_3_and_the_report_is_written(tmp_path, monkeypatch):
     import parity.run as run
 
     def crash(*a, **k):
@@ -423,7 +423,7 @@ def test_crashing_case_fails_but_the_report_is_written(tmp_path, monkeypatch):
 
     monkeypatch.setattr(run, "run_case", crash)
     out = tmp_path / "crash"
-    assert main(["--case", CASE, "--hub", str(out)]) == 1
+    assert main(["--case", CASE, "--hub", str(out)]) == 3
     doc = json.loads((out / hub_mod.REPORT_JSON).read_text())
     case = doc["cases"][0]
     assert case["verdict"] == "fail" and "backend exploded" in case["error"] and case["stages"] == []

@@ -1,5 +1,5 @@
 """parity report with unusable files and competing runs: exit 2 with one line naming the file, no
-half-written hub; one run per hub at a time."""
+half-written hub; exit 3 for a case that could not run; one run per hub at a time."""
 from __future__ import annotations
 
 import json
@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from parity import cases as case_registry
-from parity import fixtures as fixture_store
 from parity.report import hub as hub_mod
 from parity.report.__main__ import main
 
@@ -111,6 +109,46 @@ def test_a_failure_while_writing_gives_the_hub_back(one_case_hub, tmp_path, monk
     assert main(["--recheck", str(one_case_hub["root"]), "--hub", str(mine), "-q"]) == 2
     assert "No space left on device" in _one_line(capsys)
     assert sorted(p.relative_to(mine).as_posix() for p in mine.rglob("*")) == ["plan.md"]
+
+
+def test_an_internal_error_exits_3_in_one_line_and_gives_the_hub_back(one_case_hub, tmp_path, monkeypatch,
+                                                                       capsys):
+    import parity.report.document as document
+
+    def bug(*a, **k):
+        raise KeyError("oops")
+
+    monkeypatch.setattr(document, "patch_errors_file", bug)
+    new = tmp_path / "new"
+    _no_models(monkeypatch)
+    assert main(["--recheck", str(one_case_hub["root"]), "--hub", str(new), "-q"]) == 3
+    line = _one_line(capsys)
+    assert "the report stopped: KeyError" in line
+    assert not new.exists()
+
+
+# --------------------------------------------------------------------------- exit 3
+def test_a_case_that_could_not_run_exits_3_over_a_failing_one(one_case_hub, tmp_path, monkeypatch, capsys):
+    src = tmp_path / "source"
+    shutil.copytree(one_case_hub["root"], src)
+    doc = json.loads((src / hub_mod.REPORT_JSON).read_text())
+    crashed = {"name": "n64_g2", "key": "n64_g2", "device": "cpu", "dtype": "float32", "verdict": "fail",
+               "error": "TimeoutError: the port did not answer within 60 s", "stages": [], "captures": {},
+               "case": {}, "config": {}}
+    doc["cases"].append(crashed)
+    (src / hub_mod.REPORT_JSON).write_text(json.dumps(doc))
+    tight = tmp_path / "tight.toml"
+    tight.write_text(TIGHT)
+    _no_models(monkeypatch)
+    assert main(["--recheck", str(src), "--hub", str(tmp_path / "a"), "--no-figures", "-q"]) == 3
+    assert main(["--recheck", str(src), "--hub", str(tmp_path / "b"), "--no-figures", "-q",
+                 "--tolerances", str(tight)]) == 3
+    out = json.loads((tmp_path / "b" / hub_mod.REPORT_JSON).read_text())
+    assert [c["verdict"] for c in out["cases"]] == ["fail", "fail"] and out["cases"][1]["error"]
+    assert out["cases"][0]["stages"] and not out["cases"][0].get("error")  # the other case is still judged
+    # without the crashed case, the same failure is a plain parity failure
+    assert main(["--recheck", str(src), "--case", CASE, "--hub", str(tmp_path / "c"), "--no-figures", "-q",
+                 "--tolerances", str(tight)]) == 1
 
 
 # --------------------------------------------------------------------------- one run per hub
