@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from parity import cases as case_registry
+from parity import fixtures as fixture_store
 from parity.report import hub as hub_mod
 from parity.report.__main__ import main
 
@@ -61,8 +63,9 @@ def test_recheck_of_a_truncated_capture(source, tmp_path, monkeypatch, capsys):
     _no_models(monkeypatch)
     assert main(["--recheck", str(src), "--hub", str(new)]) == 2
     line = _one_line(capsys)
+    assert line.startswith("python -m parity.report: error: --recheck: capture file ")
     assert str(port) in line and "corrupt or truncated" in line
-    assert not new.exists()  # nothing written: no RUNNING, no partial analysis/ or captures/
+    assert not new.exists()  # refused at plan time: no RUNNING, no partial analysis/ or captures/
 
 
 def test_recheck_into_a_folder_with_own_files_leaves_it_as_it_was(source, tmp_path, monkeypatch, capsys):
@@ -124,6 +127,37 @@ def test_an_internal_error_exits_3_in_one_line_and_gives_the_hub_back(one_case_h
     assert main(["--recheck", str(one_case_hub["root"]), "--hub", str(new), "-q"]) == 3
     line = _one_line(capsys)
     assert "the report stopped: KeyError" in line
+    assert not new.exists()
+
+
+@pytest.fixture
+def fixture_copy(tmp_path, monkeypatch):
+    d = tmp_path / "fixtures"
+    shutil.copytree(fixture_store.DEFAULT_DIR, d)
+    monkeypatch.setattr(fixture_store, "DEFAULT_DIR", d)
+    monkeypatch.setattr(case_registry, "WEIGHTS_DIR", d / "weights")
+    return d
+
+
+def test_a_corrupt_fixture_is_refused_before_the_hub_is_claimed(fixture_copy, tmp_path, monkeypatch, capsys):
+    path = fixture_copy / "n64_g1_int.npz"
+    path.write_bytes(path.read_bytes()[:1000])
+    new = tmp_path / "new"
+    _no_models(monkeypatch)
+    assert main(["--case", CASE, "--hub", str(new)]) == 2
+    line = _one_line(capsys)
+    assert f"fixture file {path} fails its checksum" in line
+    assert not new.exists()
+
+
+def test_a_truncated_weight_file_is_refused_before_the_hub_is_claimed(fixture_copy, tmp_path, monkeypatch, capsys):
+    path = fixture_copy / "weights" / "n64_g2_n1_trained.npz"
+    path.write_bytes(path.read_bytes()[:5000])
+    new = tmp_path / "new"
+    _no_models(monkeypatch)
+    assert main(["--case", "n64_g2", "--hub", str(new)]) == 2
+    line = _one_line(capsys)
+    assert f"weights file {path}" in line
     assert not new.exists()
 
 
