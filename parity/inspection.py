@@ -34,6 +34,8 @@ from parity.stages import BATCH_INPUTS, BY_NAME, STAGE_NAMES
 from parity.tolerances import DTYPES
 
 EXIT_PASS, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_NOT_RUN = 0, 1, 2, 3
+#: The candidate's role in a case's ``captures`` map (the first of these that it holds).
+CANDIDATE_ROLES = ("candidate", "port")
 
 
 class InputError(ValueError):
@@ -127,7 +129,7 @@ def compare_parser() -> argparse.ArgumentParser:
                 epilog="exit codes: 0 every compared stage passed; 1 a stage failed; 2 bad usage or an unusable file")
     p.add_argument("reference", type=Path, metavar="A.npz",
                    help="the reference capture (a case's 'reference' capture: see parity show HUB CASE)")
-    p.add_argument("candidate", type=Path, metavar="B.npz", help="the candidate capture (a case's 'port' capture)")
+    p.add_argument("candidate", type=Path, metavar="B.npz", help="the candidate capture (the case's other one)")
     p.add_argument("--stage", dest="stages", metavar="S", action="append", default=[],
                    help="compare only this stage (repeatable; default: every stage either file holds)")
     p.add_argument("--tolerances", type=Path, default=None, metavar="FILE",
@@ -268,8 +270,9 @@ def show_stage(root: Path, case: Dict[str, Any], stage: str) -> str:
     lines += (["figures:"] + paths) if paths else ["figures: none drawn for this stage"]
     caps = case.get("captures") or {}
     lines += ["captures:"] + _paths(root, sorted(caps.items()))
-    if "reference" in caps and "port" in caps:
-        lines.append(f"compare again: parity compare {root / caps['reference']} {root / caps['port']} --stage {stage}")
+    cand = next((caps[r] for r in CANDIDATE_ROLES if r in caps), None)
+    if "reference" in caps and cand:
+        lines.append(f"compare again: parity compare {root / caps['reference']} {root / cand} --stage {stage}")
     return "\n".join(lines)
 
 

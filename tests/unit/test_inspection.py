@@ -8,16 +8,18 @@ import numpy as np
 import pytest
 
 from parity.capture import load_capture
-from parity.inspection import compare_main, show_main
+from parity.inspection import CANDIDATE_ROLES, compare_main, show_main
 from parity.report import hub as hub_mod
 
 CASE = "n64_g1"
 
 
 def _captures(hub):
-    """role -> path of the one case's captures, from the report's own map."""
+    """role -> path of the one case's captures, from the report's own map ("candidate": the compared one)."""
     case = hub["doc"]["cases"][0]
-    return {role: hub["root"] / rel for role, rel in case["captures"].items()}
+    caps = {role: hub["root"] / rel for role, rel in case["captures"].items()}
+    caps["candidate"] = next(caps[r] for r in CANDIDATE_ROLES if r in caps)
+    return caps
 
 
 def _stage(doc, name):
@@ -34,21 +36,21 @@ def _one_line(capsys):
 # --------------------------------------------------------------------------- compare
 def test_compare_agrees_with_the_report_on_a_stage(one_case_hub, capsys):
     caps = _captures(one_case_hub)
-    assert compare_main([str(caps["reference"]), str(caps["port"]), "--stage", "canvas"]) == 0
+    assert compare_main([str(caps["reference"]), str(caps["candidate"]), "--stage", "canvas"]) == 0
     out = capsys.readouterr().out.strip()
     assert out == _stage(one_case_hub["doc"], "canvas")["message"]
 
 
 def test_compare_every_stage_and_a_plain_npz(one_case_hub, tmp_path, capsys):
     caps = _captures(one_case_hub)
-    assert compare_main([str(caps["reference"]), str(caps["port"])]) == 0
+    assert compare_main([str(caps["reference"]), str(caps["candidate"])]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     doc_stages = one_case_hub["doc"]["cases"][0]["stages"]
     assert lines[:-1] == [s["message"] for s in doc_stages] and lines[-1].startswith(f"case {CASE}: passed")
     # the same arrays in plain .npz files (no metadata) give the same numbers under the case's dtype
-    for role in ("reference", "port"):
+    for role in ("reference", "candidate"):
         np.savez(tmp_path / f"{role}.npz", **load_capture(caps[role]).stages)
-    assert compare_main([str(tmp_path / "reference.npz"), str(tmp_path / "port.npz"), "--stage", "canvas",
+    assert compare_main([str(tmp_path / "reference.npz"), str(tmp_path / "candidate.npz"), "--stage", "canvas",
                          "--dtype", "float32"]) == 0
     plain = capsys.readouterr().out.strip()
     assert plain == _stage(one_case_hub["doc"], "canvas")["message"].replace(f"case {CASE}", "case <unnamed>")
@@ -59,7 +61,7 @@ def test_compare_tight_tolerances_fail(one_case_hub, tmp_path, capsys):
     tight.write_text("[defaults.float32]\nrtol = 0.0\natol = 0.0\natol_scaled = 1e-12\n"
                      "[defaults.float64]\nrtol = 0.0\natol = 0.0\natol_scaled = 1e-18\n")
     caps = _captures(one_case_hub)
-    assert compare_main([str(caps["reference"]), str(caps["port"]), "--stage", "canvas",
+    assert compare_main([str(caps["reference"]), str(caps["candidate"]), "--stage", "canvas",
                          "--tolerances", str(tight)]) == 1
     out = capsys.readouterr().out
     assert out.startswith(f"case {CASE}, stage canvas: FAILED") and "Mismatched elements" in out
@@ -68,7 +70,7 @@ def test_compare_tight_tolerances_fail(one_case_hub, tmp_path, capsys):
 def test_compare_truncated_capture_is_one_line(one_case_hub, tmp_path, capsys):
     caps = _captures(one_case_hub)
     bad = tmp_path / "cut.npz"
-    data = caps["port"].read_bytes()
+    data = caps["candidate"].read_bytes()
     bad.write_bytes(data[: len(data) // 2])
     assert compare_main([str(caps["reference"]), str(bad)]) == 2
     line = _one_line(capsys)
@@ -85,7 +87,7 @@ def test_compare_truncated_capture_is_one_line(one_case_hub, tmp_path, capsys):
 def test_compare_bad_input(args, words, one_case_hub, tmp_path, capsys):
     caps = _captures(one_case_hub)
     np.savez(tmp_path / "foreign.npz", weights=np.zeros(3))
-    subs = {"{ref}": str(caps["reference"]), "{port}": str(caps["port"]), "{missing}": str(tmp_path / "missing"),
+    subs = {"{ref}": str(caps["reference"]), "{port}": str(caps["candidate"]), "{missing}": str(tmp_path / "missing"),
             "{foreign}": str(tmp_path / "foreign.npz")}
     assert compare_main([subs.get(a, a) for a in args]) == 2
     line = _one_line(capsys)
@@ -109,7 +111,8 @@ def test_show_summary_case_and_stage(one_case_hub, capsys):
     case = one_case_hub["doc"]["cases"][0]
     assert out.startswith(_stage(one_case_hub["doc"], "canvas")["message"] + "\n")
     assert str(root / case["figures"]["stages"]["canvas"]) in out
-    assert f"parity compare {root / case['captures']['reference']} {root / case['captures']['port']}" in out
+    cand = next(case["captures"][r] for r in CANDIDATE_ROLES if r in case["captures"])
+    assert f"parity compare {root / case['captures']['reference']} {root / cand}" in out
 
 
 def test_show_failing_stage_exit_1(one_case_hub, tmp_path, capsys):
@@ -124,17 +127,16 @@ def test_show_failing_stage_exit_1(one_case_hub, tmp_path, capsys):
     assert show_main([str(copy), CASE, doc["cases"][0]["stages"][4]["name"]]) == 0
 
 
-def test_show_of_an_interrupted_hub_is_incomplete(tmp_path, monkeypatch, capsys):
-    import parity.run as run
-    from parity.report.__main__ import main
+def test_show_of_an_interrupted_hub_is_incomplete(one_case_hub, tmp_path, capsys):
+    from parity.report import ReportOptions, build_report
 
-    def interrupt(*a, **k):
-        raise KeyboardInterrupt
+    def interrupt(event, index, total, info):
+        if event == "start":
+            raise KeyboardInterrupt
 
-    monkeypatch.setattr(run, "run_case", interrupt)
     hub = tmp_path / "interrupted"
-    assert main(["--case", CASE, "--hub", str(hub)]) == 130
-    capsys.readouterr()
+    with pytest.raises(KeyboardInterrupt):
+        build_report(ReportOptions(hub=hub, recheck=one_case_hub["root"]), interrupt)
     assert (hub / hub_mod.RUNNING).is_file() and not (hub / hub_mod.REPORT_JSON).exists()
     for args in ([str(hub)], [str(hub), CASE], [str(hub), CASE, "canvas"]):
         assert show_main(args) == 2

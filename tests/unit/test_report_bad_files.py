@@ -34,33 +34,23 @@ def _one_line(capsys):
     return lines[0]
 
 
-def _no_models(monkeypatch):
-    import parity.adapters.base as base
-    import parity.run as run
-
-    def boom(*a, **k):
-        raise AssertionError("a model was run")
-
-    monkeypatch.setattr(base, "execute", boom)
-    monkeypatch.setattr(run, "run_case", boom)
-
-
 @pytest.fixture
 def source(one_case_hub, tmp_path):
-    """A copy of a one-case hub (to damage) and the path of its port capture, from the report's map."""
+    """A copy of a one-case hub (to damage) and the path of its candidate capture, from the report's map."""
+    from parity.inspection import CANDIDATE_ROLES
+
     copy = tmp_path / "source"
     shutil.copytree(one_case_hub["root"], copy)
-    rel = one_case_hub["doc"]["cases"][0]["captures"]["port"]
-    return copy, copy / rel
+    caps = one_case_hub["doc"]["cases"][0]["captures"]
+    return copy, copy / next(caps[r] for r in CANDIDATE_ROLES if r in caps)
 
 
 # --------------------------------------------------------------------------- bad files, exit 2
-def test_recheck_of_a_truncated_capture(source, tmp_path, monkeypatch, capsys):
+def test_recheck_of_a_truncated_capture(source, tmp_path, capsys):
     src, port = source
     data = port.read_bytes()
     port.write_bytes(data[: len(data) // 2])
     new = tmp_path / "new"
-    _no_models(monkeypatch)
     assert main(["--recheck", str(src), "--hub", str(new)]) == 2
     line = _one_line(capsys)
     assert line.startswith("python -m parity.report: error: --recheck: capture file ")
@@ -68,34 +58,32 @@ def test_recheck_of_a_truncated_capture(source, tmp_path, monkeypatch, capsys):
     assert not new.exists()  # refused at plan time: no RUNNING, no partial analysis/ or captures/
 
 
-def test_recheck_into_a_folder_with_own_files_leaves_it_as_it_was(source, tmp_path, monkeypatch, capsys):
+def test_recheck_into_a_folder_with_own_files_leaves_it_as_it_was(source, tmp_path, capsys):
     src, port = source
     port.write_bytes(b"")
     new = tmp_path / "mine"
     new.mkdir()
     (new / "notes.md").write_text("mine\n")
-    _no_models(monkeypatch)
     assert main(["--recheck", str(src), "--hub", str(new)]) == 2
     assert str(port) in _one_line(capsys)
     assert sorted(p.name for p in new.rglob("*")) == ["notes.md"]
 
 
-def test_a_capture_that_goes_bad_during_the_run_gives_the_hub_back(source, tmp_path, monkeypatch, capsys):
-    """Past the plan's check (the file changed meanwhile): the hub the run created is removed."""
-    import parity.report.runner as runner
-    from parity.capture import CaptureError
+def test_a_capture_that_goes_bad_during_the_run_gives_the_hub_back(source, tmp_path):
+    """Past the plan's check (the file is cut once the hub is claimed): the hub the run created is removed."""
+    from parity.report import ReportInputError, ReportOptions, build_report
 
     src, port = source
 
-    def bad(path):
-        raise CaptureError(f"capture file {path} is not a readable .npz archive (corrupt or truncated): test")
+    def cut_when_claimed(event, index, total, info):
+        if event == "begin":
+            port.write_bytes(port.read_bytes()[:100])
 
-    monkeypatch.setattr(runner, "load_capture", bad)
     new = tmp_path / "reports" / "new"
-    _no_models(monkeypatch)
-    assert main(["--recheck", str(src), "--hub", str(new), "-q"]) == 2
-    line = _one_line(capsys)
-    assert "corrupt or truncated" in line and "was removed" in line
+    with pytest.raises(ReportInputError) as info:
+        build_report(ReportOptions(hub=new, recheck=src), cut_when_claimed)
+    msg = str(info.value)
+    assert str(port) in msg and "corrupt or truncated" in msg and "was removed" in msg
     assert not (tmp_path / "reports").exists()
 
 
@@ -108,7 +96,6 @@ def test_a_failure_while_writing_gives_the_hub_back(one_case_hub, tmp_path, monk
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "plan.md").write_text("plan\n")
-    _no_models(monkeypatch)
     assert main(["--recheck", str(one_case_hub["root"]), "--hub", str(mine), "-q"]) == 2
     assert "No space left on device" in _one_line(capsys)
     assert sorted(p.relative_to(mine).as_posix() for p in mine.rglob("*")) == ["plan.md"]
@@ -116,14 +103,16 @@ def test_a_failure_while_writing_gives_the_hub_back(one_case_hub, tmp_path, monk
 
 def test_an_internal_error_exits_3_in_one_line_and_gives_the_hub_back(one_case_hub, tmp_path, monkeypatch,
                                                                        capsys):
-    import parity.report.document as document
+    import parity.report.__main__ as cli
 
-    def bug(*a, **k):
-        raise KeyError("oops")
+    class Broken(cli.Progress):
+        def __call__(self, event, index, total, info):
+            if event == "done":
+                raise KeyError("oops")
+            super().__call__(event, index, total, info)
 
-    monkeypatch.setattr(document, "patch_errors_file", bug)
+    monkeypatch.setattr(cli, "Progress", Broken)
     new = tmp_path / "new"
-    _no_models(monkeypatch)
     assert main(["--recheck", str(one_case_hub["root"]), "--hub", str(new), "-q"]) == 3
     line = _one_line(capsys)
     assert "the report stopped: KeyError" in line
@@ -139,22 +128,20 @@ def fixture_copy(tmp_path, monkeypatch):
     return d
 
 
-def test_a_corrupt_fixture_is_refused_before_the_hub_is_claimed(fixture_copy, tmp_path, monkeypatch, capsys):
+def test_a_corrupt_fixture_is_refused_before_the_hub_is_claimed(fixture_copy, tmp_path, capsys):
     path = fixture_copy / "n64_g1_int.npz"
     path.write_bytes(path.read_bytes()[:1000])
     new = tmp_path / "new"
-    _no_models(monkeypatch)
     assert main(["--case", CASE, "--hub", str(new)]) == 2
     line = _one_line(capsys)
     assert f"fixture file {path} fails its checksum" in line
     assert not new.exists()
 
 
-def test_a_truncated_weight_file_is_refused_before_the_hub_is_claimed(fixture_copy, tmp_path, monkeypatch, capsys):
+def test_a_truncated_weight_file_is_refused_before_the_hub_is_claimed(fixture_copy, tmp_path, capsys):
     path = fixture_copy / "weights" / "n64_g2_n1_trained.npz"
     path.write_bytes(path.read_bytes()[:5000])
     new = tmp_path / "new"
-    _no_models(monkeypatch)
     assert main(["--case", "n64_g2", "--hub", str(new)]) == 2
     line = _one_line(capsys)
     assert f"weights file {path}" in line
@@ -162,7 +149,7 @@ def test_a_truncated_weight_file_is_refused_before_the_hub_is_claimed(fixture_co
 
 
 # --------------------------------------------------------------------------- exit 3
-def test_a_case_that_could_not_run_exits_3_over_a_failing_one(one_case_hub, tmp_path, monkeypatch, capsys):
+def test_a_case_that_could_not_run_exits_3_over_a_failing_one(one_case_hub, tmp_path):
     src = tmp_path / "source"
     shutil.copytree(one_case_hub["root"], src)
     doc = json.loads((src / hub_mod.REPORT_JSON).read_text())
@@ -173,7 +160,6 @@ def test_a_case_that_could_not_run_exits_3_over_a_failing_one(one_case_hub, tmp_
     (src / hub_mod.REPORT_JSON).write_text(json.dumps(doc))
     tight = tmp_path / "tight.toml"
     tight.write_text(TIGHT)
-    _no_models(monkeypatch)
     assert main(["--recheck", str(src), "--hub", str(tmp_path / "a"), "--no-figures", "-q"]) == 3
     assert main(["--recheck", str(src), "--hub", str(tmp_path / "b"), "--no-figures", "-q",
                  "--tolerances", str(tight)]) == 3
