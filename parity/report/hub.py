@@ -227,8 +227,8 @@ class Hub:
     def abandon(self, reason: str, *, interrupted: bool = False) -> str:
         """Give the hub back after the run stopped early; returns what became of it, in words.
 
-        Removes every file and folder the run created (the whole folder when the claim created it)
-        and RUNNING, so the hub is as it was; but after an interruption, once the claim removed an
+        Removes every file and folder the run created at the report's own paths (the whole folder
+        when the claim created it) and RUNNING, so the hub is as it was; but after an interruption, once the claim removed an
         earlier report, or where an interrupted run had left files before, they stay and RUNNING
         records ``stopped: reason`` (incomplete)."""
         if not self._claimed:
@@ -245,7 +245,14 @@ class Hub:
         if self._created is not None:
             shutil.rmtree(self._created, ignore_errors=True)
             return f"hub {self.root} was removed"
-        for p in sorted(set(self.root.rglob("*")) - self._before, key=lambda q: len(q.parts), reverse=True):
+        top = {rel.split("/")[0] for rel in FIXED_FILES} | {CAPTURES, RUNNING}  # the report's own paths
+
+        def ours(p: Path) -> bool:
+            first = p.relative_to(self.root).parts[0]
+            return first in top or any(first.startswith(f".{name}.") for name in top)  # or a temporary file
+
+        new = [p for p in set(self.root.rglob("*")) - self._before if ours(p)]
+        for p in sorted(new, key=lambda q: len(q.parts), reverse=True):
             try:
                 p.rmdir() if p.is_dir() and not p.is_symlink() else p.unlink()
             except OSError:

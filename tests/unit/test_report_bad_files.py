@@ -234,6 +234,23 @@ def test_abandon_removes_a_created_hub(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_abandon_in_a_folder_of_ones_own_removes_only_what_the_report_wrote(tmp_path):
+    root = tmp_path / "mine"
+    (root / "analysis").mkdir(parents=True)
+    (root / "analysis" / "inventory.txt").write_text("mine\n")
+    hub = hub_mod.Hub(root)
+    hub.claim(command=[], earlier=None)
+    hub.write_json("analysis/x.json", {"v": 1})
+    hub.write_json(hub_mod.CONFIG_JSON, {"v": 1})
+    (root / "captures" / "c1").mkdir(parents=True)
+    (root / "captures" / "c1" / "x.npz").write_bytes(b"x")
+    (root / ".index.html.abc.tmp").write_text("half")
+    (root / "notes.md").write_text("written meanwhile by someone else\n")
+    assert "left as it was" in hub.abandon("test")
+    left = sorted(p.relative_to(root).as_posix() for p in root.rglob("*"))
+    assert left == ["analysis", "analysis/inventory.txt", "notes.md"]
+
+
 def test_abandon_after_replacing_an_earlier_report_marks_the_hub_incomplete(tmp_path):
     from parity.report import marker
 
