@@ -5,7 +5,8 @@ fixture + a weight set + dtype + batch size. :func:`prepare` turns a case into t
 things both backends receive: the config dict, the neutral weights and the canonical inputs.
 
 Weights are named ``"glorot:<seed>"`` (Glorot-uniform from a seed, reference_tf.weights)
-or ``"file:<name>"`` (``fixtures/weights/<name>.npz``, e.g. a set trained by the reference).
+or ``"file:<name>"`` (``parity/data/fixtures/weights/<name>.npz``, e.g. a set trained by the
+reference; package data, like the fixtures).
 """
 from __future__ import annotations
 
@@ -175,6 +176,31 @@ def load_case_weights(case: Case) -> Dict[str, np.ndarray]:
         raise ValueError(f"case {case.name}: weights {case.weights!r} must be 'glorot:<seed>' or 'file:<name>'")
     check_weights(cfg, weights)
     return weights
+
+
+def check_case_files(cases) -> None:
+    """Read every stored fixture and weight file the cases use, before anything runs.
+
+    Fixtures are checked as :func:`prepare` loads them (sha256 against the manifest, arrays,
+    shapes); weight files must be readable and fit the case's config. Raises FixtureError,
+    FileNotFoundError or ValueError; the message names the file.
+    """
+    fixtures_seen, weights_seen = set(), set()
+    for case in cases:
+        spec = fixture_store.get_spec(case.fixture)
+        if case.input_seed is None and spec.stored and case.fixture not in fixtures_seen:
+            fixture_store.load_fixture(case.fixture)
+            fixtures_seen.add(case.fixture)
+        kind, _, arg = case.weights.partition(":")
+        if kind == "file" and (case.weights, case.fixture, case.model) not in weights_seen:
+            path = WEIGHTS_DIR / f"{arg}.npz"
+            try:
+                load_case_weights(case)
+            except ValueError as exc:
+                if str(path) in str(exc):
+                    raise
+                raise ValueError(f"weights file {path} (case {case.name}): {exc}") from None
+            weights_seen.add((case.weights, case.fixture, case.model))
 
 
 def prepare(case: Case) -> Tuple[Dict[str, object], Dict[str, np.ndarray], Dict[str, np.ndarray]]:

@@ -1,9 +1,10 @@
 """Named, seeded input fixtures: registry, deterministic ``.npz`` files, manifest, loader.
 
 A fixture is one synthetic batch from :func:`parity.synthetic.make_batch`, stored as
-``fixtures/<name>.npz`` (numeric arrays only, no pickles) and described in
-``fixtures/manifest.json`` (sha256 of the file and of its array contents, spec fields, seed,
-shapes, dtypes, generator version, simulation metadata).
+``parity/data/fixtures/<name>.npz`` (numeric arrays only, no pickles; package data, so an
+installed package carries them) and described in ``parity/data/fixtures/manifest.json``
+(sha256 of the file and of its array contents, spec fields, seed, shapes, dtypes, generator
+version, simulation metadata).
 
 The ``.npz`` files are written with :mod:`zipfile` and a fixed timestamp (``np.savez*`` stamps
 the current time into the archive), so regenerating gives the same bytes and sha256.
@@ -16,6 +17,9 @@ Command line::
 
     python -m parity.fixtures [--out DIR]      # regenerate the stored fixtures + manifest
     python -m parity.fixtures --check [--out DIR]  # regenerate into a temp dir, compare hashes
+
+(also ``parity fixtures ...``). Exit codes: 0 written / the check passed; 1 the check found a
+difference; 2 bad input (unknown name, missing or unreadable manifest or file), one line.
 """
 from __future__ import annotations
 
@@ -36,8 +40,8 @@ from . import synthetic
 
 #: Bump whenever a change to synthetic.py / this module changes any stored byte.
 GENERATOR_VERSION = "1"
-#: Default location of the stored fixtures.
-DEFAULT_DIR = Path(__file__).resolve().parent.parent / "fixtures"
+#: Default location of the stored fixtures (package data: installed with the package).
+DEFAULT_DIR = Path(__file__).resolve().parent / "data" / "fixtures"
 MANIFEST_NAME = "manifest.json"
 #: Arrays of every fixture, in file order, with the dtype they are stored in.
 STORED_DTYPES: Dict[str, np.dtype] = {
@@ -68,7 +72,7 @@ class FixtureSpec:
     probe_kind: str
     poisson_photons: Optional[float] = None
     probe_scale: float = 4.0
-    stored: bool = True  # False: nightly-only, generated on demand, not kept in fixtures/
+    stored: bool = True  # False: nightly-only, generated on demand, not kept in DEFAULT_DIR
     description: str = ""
 
     @property
@@ -465,9 +469,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"fixture check OK: {len(args.names or STORED)} fixtures in {out} match the manifest")
             return 0
         written = write_fixtures(out, args.names)
-    except (FixtureError, FileNotFoundError, KeyError) as exc:
+    except (FixtureError, FileNotFoundError, KeyError) as exc:  # bad input: an unusable file or name
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     total = 0
     for name, entry in written.items():
         total += entry["bytes"]

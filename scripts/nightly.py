@@ -11,7 +11,8 @@ Steps:
    first run: the report then runs without drift checks and says so).
 
 Exit code: 0 only when both steps pass and no drift was flagged; otherwise the first
-non-zero code of the two (1 = parity failure or drift, 2 = bad usage or input).
+non-zero code of the two (1 = parity failure or drift, 2 = bad usage or input, 3 = a case
+could not run); any non-zero code is red.
 """
 from __future__ import annotations
 

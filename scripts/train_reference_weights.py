@@ -1,6 +1,6 @@
 """Train the reference for a few hundred steps on synthetic data and store the weight set.
 
-    python scripts/train_reference_weights.py [--steps 300] [--out fixtures/weights/n64_g2_n1_trained.npz]
+    python scripts/train_reference_weights.py [--steps 300] [--out parity/data/fixtures/weights/n64_g2_n1_trained.npz]
 
 Data: 256 synthetic groups (parity.synthetic, seed 9001, disjoint from every fixture seed),
 N=64, gridsize 2, integer offsets, default disk probe; weights start from Glorot seed 0.
@@ -25,7 +25,7 @@ from reference_tf.weights import save_weights_npz  # noqa: E402
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--out", type=Path, default=ROOT / "fixtures" / "weights" / "n64_g2_n1_trained.npz")
+    ap.add_argument("--out", type=Path, default=ROOT / "parity" / "data" / "fixtures" / "weights" / "n64_g2_n1_trained.npz")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = ModelConfig(N=64, gridsize=2, n_filters_scale=1)

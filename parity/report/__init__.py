@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from parity import cases as case_registry
+from parity.capture import CaptureError
+from parity.fixtures import FixtureError
 
 from . import document as D
 from . import hub as hub_mod
@@ -32,16 +34,28 @@ from .runner import CaseRecord, close_engine, recheck_cases, run_cases
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ArtifactError", "ReportInputError", "ReportOptions", "ReportOutcome", "build_report", "REPORT_JSON"]
+__all__ = ["ArtifactError", "ReportInputError", "ReportOptions", "ReportOutcome", "build_report", "exit_code",
+           "REPORT_JSON", "EXIT_PASS", "EXIT_FAIL", "EXIT_BAD_INPUT", "EXIT_NOT_RUN"]
 
 REPORT_JSON = hub_mod.REPORT_JSON
+
+
+#: Exit codes of a report (``parity report --help`` lists them).
+EXIT_PASS, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_NOT_RUN = 0, 1, 2, 3
 
 
 @dataclass
 class ReportOutcome:
     document: Dict[str, Any]
     hub: Path
-    exit_code: int  # 0: verdict pass; 1: fail (a case failed or a stage drifted)
+    exit_code: int  # 0: pass; 1: a stage failed or drifted; 3: a case could not run (takes precedence over 1)
+
+
+def exit_code(records: List[CaseRecord], verdict: str) -> int:
+    """3 when a case could not run (its record has ``error``), else 0 for a pass and 1 for a fail."""
+    if any(r.error for r in records):
+        return EXIT_NOT_RUN
+    return EXIT_PASS if verdict == "pass" else EXIT_FAIL
 
 
 def build_report(options: ReportOptions, progress: Optional[Callable[..., None]] = None, *,
@@ -50,6 +64,11 @@ def build_report(options: ReportOptions, progress: Optional[Callable[..., None]]
 
     ``started``: a ``time.perf_counter()`` value the wall time counts from (the CLI passes the
     process start); ``progress``: see parity.report.runner.
+
+    When the run stops early on an exception, the hub is given back first (``Hub.abandon``: what
+    this run created is removed, or, after an interruption or once an earlier report was removed,
+    the hub stays marked incomplete); an unusable capture or fixture met only then is raised as
+    ReportInputError, anything else as it was.
     """
     t_start = time.perf_counter() if started is None else started
     plan = make_plan(options)
@@ -71,9 +90,18 @@ def build_report(options: ReportOptions, progress: Optional[Callable[..., None]]
         else:
             records = run_cases(plan, progress, run_timings)
         doc = _finish(plan, records, created, t_start, clock, setup_s, run_timings)
+    except KeyboardInterrupt:
+        plan.hub.abandon("interrupted", interrupted=True)
+        raise
+    except BaseException as exc:
+        left = plan.hub.abandon(f"{type(exc).__name__}: {exc}")
+        log.info("report stopped early: %s", left)
+        if isinstance(exc, (CaptureError, FixtureError)):  # a file went bad after it was checked
+            raise ReportInputError(f"{exc}; {left}") from None
+        raise
     finally:
         close_engine(plan)
-    return ReportOutcome(document=doc, hub=plan.hub.root, exit_code=0 if doc["verdict"] == "pass" else 1)
+    return ReportOutcome(document=doc, hub=plan.hub.root, exit_code=exit_code(records, doc["verdict"]))
 
 
 def _heatmap(plan: Plan, records: List[CaseRecord], verdict_text: str) -> None:

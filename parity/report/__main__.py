@@ -42,8 +42,13 @@ captures/<case>/<role>.<side>.npz and the resolved configuration (config.json)."
 EPILOG = """\
 exit codes:
   0    every case passed (and, with --baseline, no stage drifted)
-  1    a case failed, crashed, or a stage drifted beyond --drift-factor
-  2    bad usage or bad input (one line on stderr; nothing written, no earlier report touched)
+  1    parity failure: a stage failed, or drifted beyond --drift-factor
+  2    bad usage or bad input: a bad flag, or an unusable file (capture, fixture, weights,
+       tolerance table, hub); one line on stderr naming it; nothing written, or the hub left as
+       it was (an earlier report in it untouched)
+  3    a case could not run (crashed, timed out, backend missing): the other cases are still
+       judged and reported; takes precedence over 1. Also: the report itself stopped on an
+       internal error (one line; -v for the traceback; the hub removed or marked incomplete)
   130  interrupted (the hub keeps no parity_report.json, so it claims no verdict)
 
 errored cases:
@@ -124,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "runs no model (see 'recheck' below)")
     g = p.add_argument_group("output")
     g.add_argument("--hub", type=Path, default=None, metavar="DIR",
-                   help="report folder (default: reports/<UTC timestamp>); may hold your own files")
+                   help="report folder (default: reports/<UTC timestamp> under the current folder); may hold "
+                        "your own files")
     g.add_argument("--force", action="store_true", help="replace a parity report already in --hub")
     g.add_argument("--junit", type=Path, default=None, metavar="FILE", help="also write JUnit XML here")
     g.add_argument("--no-figures", dest="figures", action="store_false", help="write no PNG figures")
@@ -353,6 +359,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         progress.close()
         print(f"{PROG}: error: cannot write the report: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # a bug: the hub was given back by build_report
+        progress.close()
+        msg = " ".join(f"{type(exc).__name__}: {exc}".split())
+        print(f"{PROG}: error: the report stopped: {msg}{'' if args.verbose else ' (-v for the traceback)'}",
+              file=sys.stderr)
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc()
+        return 3
     progress.close()
     print(summary_table(outcome.document, verbose=args.verbose, quiet=args.quiet), flush=True)
     return outcome.exit_code

@@ -9,6 +9,11 @@ Order of writing (what an interrupted run leaves): :meth:`Hub.claim` writes ``RU
 ``parity_report.json``; figures, captures and the other files follow; ``parity_report.json``
 is written last (temporary file + rename) and only then is ``RUNNING`` removed. A hub without
 ``parity_report.json`` therefore never claims a verdict.
+
+Taking ``RUNNING`` is atomic (parity.report.marker): of two runs claiming one hub at the same
+moment exactly one gets it. A run that stops early calls :meth:`Hub.abandon`: what the run
+created is removed (the whole folder when the claim created it), unless the run was interrupted
+or had already removed an earlier report; then ``RUNNING`` stays, with a ``stopped`` note.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import socket
 import time
 from pathlib import Path, PurePosixPath
@@ -25,6 +31,8 @@ log = logging.getLogger(__name__)
 
 
 from parity.atomic import FILE_MODE, write_bytes_atomic  # re-exported for the report modules
+
+from . import marker as marker_mod
 
 REPORT_JSON = "parity_report.json"
 SCHEMA_JSON = "parity_report.schema.json"
@@ -129,6 +137,9 @@ class Hub:
         self.root = Path(root)
         self.written: List[str] = []  # relative paths of the files this run wrote
         self._claimed = False
+        self._replaced = False  # the claim removed an earlier report
+        self._created: Optional[Path] = None  # the topmost folder the claim created
+        self._before: set = set()  # paths in the hub before the claim
 
     def path(self, rel: str) -> Path:
         return self.root / rel
@@ -190,18 +201,28 @@ class Hub:
 
     # ---------------------------------------------------------------- changes
     def claim(self, *, command: Sequence[str], earlier: Optional[Dict[str, Any]], keep: Sequence[str] = ()) -> None:
-        """Create the hub, write RUNNING, then (with an earlier report) delete that report first and
-        every other file it listed, except those under the prefixes in ``keep``."""
+        """Create the hub, take RUNNING (HubError when another run holds it), then (with an earlier
+        report) delete that report first and every other file it listed, except those under the
+        prefixes in ``keep``."""
+        top = self.root
+        while not top.parent.exists() and top.parent != top:
+            top = top.parent
+        self._created = None if self.root.exists() else top
         try:
             self.root.mkdir(parents=True, exist_ok=True)
+            self._before = set() if self._created else set(self.root.rglob("*"))
             marker = {"pid": os.getpid(), "host": socket.gethostname(), "started": timestamp(),
                       "command": list(command), "python": platform.python_version(),
                       "note": "a parity report is being written here; without parity_report.json beside this file "
                               "the run did not finish"}
-            write_bytes_atomic(self.root / RUNNING, (json.dumps(marker, indent=1) + "\n").encode())
+            marker_mod.take(self.root / RUNNING, (json.dumps(marker, indent=1) + "\n").encode())
+        except marker_mod.MarkerBusy as busy:
+            raise HubError(f"hub {self.root} is being written by another run (pid {busy.pid}, see "
+                           f"{self.root / RUNNING}); wait for it or choose another --hub") from None
         except OSError as exc:
             raise HubError(f"hub {self.root} is not writable: {exc.strerror or exc}") from None
         self._claimed = True
+        self._replaced = earlier is not None
         if earlier is None:
             return
         (self.root / REPORT_JSON).unlink(missing_ok=True)  # first: no stale verdict beside new files
@@ -217,6 +238,41 @@ class Hub:
                 removed += 1
                 self._prune(p.parent)
         log.info("hub %s: removed %d files of the earlier report", self.root, removed)
+
+    def abandon(self, reason: str, *, interrupted: bool = False) -> str:
+        """Give the hub back after the run stopped early; returns what became of it, in words.
+
+        Removes every file and folder the run created at the report's own paths (the whole folder
+        when the claim created it) and RUNNING, so the hub is as it was; but after an interruption, once the claim removed an
+        earlier report, or where an interrupted run had left files before, they stay and RUNNING
+        records ``stopped: reason`` (incomplete)."""
+        if not self._claimed:
+            return f"hub {self.root} was not touched"
+        self._claimed = False
+        if self._replaced or interrupted or (self.root / RUNNING) in self._before:
+            info = marker_mod.read(self.root / RUNNING) or {}
+            info["stopped"] = f"{reason} ({timestamp()})"
+            try:
+                write_bytes_atomic(self.root / RUNNING, (json.dumps(info, indent=1) + "\n").encode())
+            except OSError:
+                pass
+            return f"hub {self.root} is incomplete (its {RUNNING} marker says why)"
+        if self._created is not None:
+            shutil.rmtree(self._created, ignore_errors=True)
+            return f"hub {self.root} was removed"
+        top = {rel.split("/")[0] for rel in FIXED_FILES} | {CAPTURES, RUNNING}  # the report's own paths
+
+        def ours(p: Path) -> bool:
+            first = p.relative_to(self.root).parts[0]
+            return first in top or any(first.startswith(f".{name}.") for name in top)  # or a temporary file
+
+        new = [p for p in set(self.root.rglob("*")) - self._before if ours(p)]
+        for p in sorted(new, key=lambda q: len(q.parts), reverse=True):
+            try:
+                p.rmdir() if p.is_dir() and not p.is_symlink() else p.unlink()
+            except OSError:
+                pass
+        return f"hub {self.root} is left as it was"
 
     def _prune(self, folder: Path) -> None:
         """Remove folders emptied by the removal of the earlier report's files (never the hub)."""

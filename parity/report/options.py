@@ -1,7 +1,8 @@
 """What a report run is asked to do (:class:`ReportOptions`) and the checked plan made from it.
 
 :func:`make_plan` validates everything (cases, suite, dtype, devices, tolerance file, baseline,
-recheck source, hub path) *before* anything is written, and raises :class:`ReportInputError`
+recheck source and each of its captures, the cases' fixture and weight files, hub path)
+*before* anything is written, and raises :class:`ReportInputError`
 with one sentence naming what was wrong and what is allowed; the CLI prints it and exits 2.
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from parity import engine as engine_mod
+from parity.capture import CaptureError, load_capture
 from parity.cases import Case
 from parity.pairs import PairError, resolve_pair
 from parity.pool import DEFAULT_JOB_TIMEOUT
@@ -178,8 +180,30 @@ def _load_source(opts: ReportOptions, mode: Optional[str]) -> Tuple[Dict[str, An
             raise _fail(f"--tolerance-mode noise_floor needs a float64 oracle, but case {e['name']} of {root} ran in "
                         f"{e.get('tolerance_mode', 'table')} mode; recheck with --tolerance-mode table, or run "
                         f"again with --tolerance-mode noise_floor")
-        out.append(SourceCase(e, {r: p for r, p in files.items() if p.is_file()}, sides))
+        present = {r: p for r, p in files.items() if p.is_file()}
+        for path in present.values():  # read each one now, before the hub is claimed
+            try:
+                load_capture(path)
+            except CaptureError as exc:
+                raise _fail(f"--recheck: {_one_line(exc)}") from None
+        out.append(SourceCase(e, present, sides))
     return doc, out
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _check_input_files(cases: List[Case], registry) -> None:
+    """Read every stored fixture (sha256 against its manifest) and weight file the cases use
+    (for a pair whose case registry offers the check)."""
+    check = getattr(registry, "check_case_files", None)
+    if check is None:
+        return
+    try:
+        check(cases)
+    except (ValueError, OSError) as exc:  # FixtureError, a weights file: the message names the file
+        raise _fail(_one_line(exc)) from None
 
 
 def _source_files(root: Path, key: str, e: Dict[str, Any]) -> Tuple[Dict[str, Path], Dict[str, str]]:
@@ -260,6 +284,7 @@ def make_plan(opts: ReportOptions) -> Plan:
         suite = (source.get("config") or {}).get("suite")
     else:
         cases, suite = _resolve_cases(opts, pair.cases)
+        _check_input_files(cases, pair.cases)
         mode = opts.tolerance_mode
         isolation = opts.isolation or DEFAULT_ISOLATION
         engine = engine_mod.Engine(pair, isolation=isolation, job_timeout=opts.job_timeout)

@@ -14,7 +14,7 @@ from ..stats import to_json
 SCHEMA = "parity.selftest"
 SCHEMA_VERSION = 2  # 2: "isolation" and "pair" replace "reference_mode"
 SELFTEST_JSON = "selftest.json"
-REPORTS_DIR = Path(__file__).resolve().parent.parent.parent / "reports"
+REPORTS_DIR = Path("reports")  # under the current folder, like the report's default hub
 
 
 class UsageError(ValueError):

@@ -245,3 +245,11 @@ def test_cli_write(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"{SMALL}.npz" in out and "wrote 1 fixtures" in out
     assert (tmp_path / fixtures.MANIFEST_NAME).exists()
+
+
+def test_cli_bad_input_exits_2_in_one_line(tmp_path, capsys):
+    assert fixtures.main(["--check", "--out", str(tmp_path)]) == 2  # no manifest there
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(tmp_path / fixtures.MANIFEST_NAME) in err[0]
+    assert fixtures.main(["--out", str(tmp_path), "--names", "no_such_fixture"]) == 2
+    assert "no_such_fixture" in capsys.readouterr().err
