@@ -421,16 +421,11 @@ class _State:
                 return False
             if d not in self.outputs:
                 return False
-        if isinstance(node, Stored):
-            try:
-                t0 = time.perf_counter()
-                cap = load_capture(node.path)
-                self.outputs[key] = JobResult(capture=cap, timings={"load_s": time.perf_counter() - t0},
-                                              file=Path(node.path))
-            except Exception as exc:  # noqa: BLE001
-                err = JobError("stored", node.label, "error", f"{type(exc).__name__}: {exc}")
-                err.original = exc
-                self.failed[key] = err
+        if isinstance(node, Stored):  # input, not a run: a capture that cannot be read raises (CaptureError)
+            t0 = time.perf_counter()
+            cap = load_capture(node.path)
+            self.outputs[key] = JobResult(capture=cap, timings={"load_s": time.perf_counter() - t0},
+                                          file=Path(node.path))
             return True
         try:
             config, weights, inputs, wid = self._prepare(node.case)
