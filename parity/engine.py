@@ -203,6 +203,7 @@ class Outcome:
     exception: Optional[BaseException] = None
     errors: List[Dict[str, Any]] = field(default_factory=list)  # JobError.to_dict() of each failed node
     timings: Dict[str, float] = field(default_factory=dict)
+    nodes: Dict[str, JobResult] = field(default_factory=dict)  # node key -> output (for Engine.run(reuse=))
 
     @property
     def local(self) -> Optional[Dict[str, Any]]:
@@ -341,10 +342,15 @@ class Engine:
 
     # ------------------------------------------------------------------ running a plan
     def run(self, plan: Plan, on_outcome: Optional[Callable[[Outcome], None]] = None,
-            on_start: Optional[Callable[[Comparison], None]] = None) -> List[Outcome]:
+            on_start: Optional[Callable[[Comparison], None]] = None,
+            reuse: Optional[Mapping[str, JobResult]] = None) -> List[Outcome]:
         """Execute ``plan``; return the outcomes in plan order (also handed to ``on_outcome``
-        one by one, in plan order, as each is decided)."""
+        one by one, in plan order, as each is decided). ``reuse``: outputs of nodes an earlier
+        plan ran (``Outcome.nodes``), taken instead of running those nodes again."""
         state = self.state = _State(self, plan)
+        for key, out in (reuse or {}).items():
+            if key in plan.nodes:
+                state.outputs[key] = out
         outcomes: List[Outcome] = []
         pending = list(plan.comparisons)
         started = set()
@@ -403,7 +409,7 @@ class _State:
             t0 = time.perf_counter()
             config, weights, inputs = self.plan.pair.prepare(case)
             self.prepare_s[name] = self.prepare_s.get(name, 0.0) + time.perf_counter() - t0
-            self._prepared[name] = (config, weights, inputs, weights_digest(weights))
+            self._prepared[name] = (config, weights, inputs, weights_digest(weights), weights_digest(inputs))
             while len(self._prepared) > 4:
                 self._prepared.popitem(last=False)
         return self._prepared[name]
@@ -428,7 +434,7 @@ class _State:
                                           file=Path(node.path))
             return True
         try:
-            config, weights, inputs, wid = self._prepare(node.case)
+            config, weights, inputs, wid, iid = self._prepare(node.case)
         except Exception as exc:  # noqa: BLE001 - e.g. a fixture that fails its checksum
             err = JobError(node.side, node.label, "error", f"{type(exc).__name__}: {exc}")
             err.original = exc
@@ -438,7 +444,7 @@ class _State:
         job = Job(side=node.side, config=config, weights=weights, inputs=inputs, dtype=node.dtype,
                   device=node.device, case=node.case.name, teacher=teacher.capture.stages if teacher else None,
                   repeats=node.repeats, faults=node.faults, allow_tf32=node.allow_tf32,
-                  graph=self.plan.pair.graph, weights_id=wid, label=f"{node.label} ({node.side})")
+                  graph=self.plan.pair.graph, weights_id=wid, inputs_id=iid, label=f"{node.label} ({node.side})")
         ex = self.engine.executor
         if not ex.can_take(job):
             return False
@@ -477,12 +483,12 @@ class _State:
                 self._release(d)
 
     def outcome(self, c: Comparison) -> Outcome:
-        roles = {}
+        roles, by_key = {}, {}
         for key in c.nodes:
             if key in self.outputs:
-                roles[_role_of(c, key)] = self.outputs[key]
+                roles[_role_of(c, key)] = by_key[key] = self.outputs[key]
         failed = [self.failed[k] for k in c.nodes if k in self.failed]
-        out = Outcome(comparison=c, result=None, outputs=roles)
+        out = Outcome(comparison=c, result=None, outputs=roles, nodes=by_key)
         out.timings["prepare_s"] = self.prepare_s.get(c.case, 0.0)
         if failed:
             first = failed[0]

@@ -52,6 +52,7 @@ class Job:
     target: str = ""  # "module:Class" of the side ("" -> looked up in the registry)
     graph: StageGraph = ()  # (stage, inputs) in pipeline order ("" -> the built-in stages)
     weights_id: str = ""  # digest of the weight set ("" -> computed when needed)
+    inputs_id: str = ""  # digest of the batch inputs (the pool writes each batch once)
     label: str = ""  # how errors and logs name this job, e.g. "reference n64_g2 float64 cpu"
 
     def __post_init__(self) -> None:
@@ -89,9 +90,19 @@ def clear_model_cache() -> None:
     _MODELS.clear()
 
 
+def _build_faults(faults: Tuple[str, ...]) -> Tuple[str, ...]:
+    """The faults that change a built model (parity.faults ``network``); the others patch what
+    runs during the forward pass, so a model built without them serves them too."""
+    if not faults:
+        return ()
+    from .faults import get_fault
+
+    return tuple(f for f in faults if get_fault(f).network)
+
+
 def _model(side, job: Job) -> Tuple[Any, bool]:
     key = (job.target, json.dumps(job.config, sort_keys=True, default=str), job.weights_id, job.dtype, job.device,
-           job.faults)
+           _build_faults(job.faults))
     if job.weights_id and key in _MODELS:
         _MODELS.move_to_end(key)
         return _MODELS[key], True

@@ -162,6 +162,7 @@ class WorkerPool:
         self._workers: Dict[Tuple[str, str], _Worker] = {}
         self._sel = selectors.DefaultSelector()
         self._weights: Dict[str, Path] = {}
+        self._inputs: Dict[str, Path] = {}  # batch inputs shared by several jobs, written once
         self._count = 0
         self._started = 0
         self.restarts = 0
@@ -215,7 +216,13 @@ class WorkerPool:
         directory.mkdir(parents=True, exist_ok=True)
         for name, text in (extra_files or {}).items():  # e.g. a benchmark worker's options
             (directory / name).write_text(text)
-        np.savez(directory / "inputs.npz", **{k: np.asarray(v) for k, v in job.inputs.items()})
+        inputs_file = self._inputs.get(job.inputs_id) if job.inputs_id else None
+        if inputs_file is None:
+            inputs_file = (self.root / "weights" / f"inputs-{job.inputs_id}.npz") if job.inputs_id \
+                else directory / "inputs.npz"
+            np.savez(inputs_file, **{k: np.asarray(v) for k, v in job.inputs.items()})
+            if job.inputs_id:
+                self._inputs[job.inputs_id] = inputs_file
         if job.teacher is not None and teacher_file is None:
             teacher_file = directory / "teacher.npz"
             from .capture import Capture, save_capture
@@ -226,7 +233,8 @@ class WorkerPool:
                 "device": job.device, "case": job.case, "repeats": job.repeats, "faults": list(job.faults),
                 "allow_tf32": job.allow_tf32, "graph": [[n, list(i)] for n, i in job.graph],
                 "weights_id": job.weights_id, "weights_file": str(weights_file),
-                "teacher_file": str(teacher_file) if teacher_file is not None else None, "label": job.label}
+                "teacher_file": str(teacher_file) if teacher_file is not None else None, "label": job.label,
+                "inputs_file": str(inputs_file)}
         (directory / "job.json").write_text(json.dumps(meta, default=str))
 
     def start(self, side: str, device: str = "cpu", timeout: float = 600.0) -> dict:

@@ -63,7 +63,7 @@ def read_job(directory: Path) -> Job:
         teacher = load_capture(meta["teacher_file"]).stages
     return Job(
         side=meta["side"], target=meta["target"], config=meta["config"], weights=_weights(meta),
-        inputs=_load_npz(directory / "inputs.npz"), dtype=meta["dtype"], device=meta["device"], case=meta["case"],
+        inputs=_load_npz(Path(meta.get("inputs_file") or directory / "inputs.npz")), dtype=meta["dtype"], device=meta["device"], case=meta["case"],
         teacher=teacher, repeats=meta["repeats"], faults=tuple(meta.get("faults", ())),
         allow_tf32=bool(meta.get("allow_tf32", False)),
         graph=tuple((name, tuple(inputs)) for name, inputs in meta["graph"]),

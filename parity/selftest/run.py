@@ -181,6 +181,7 @@ def _run(engine, pair, selected_cases, selected_faults, needed, faults_required,
     t_baseline = time.perf_counter() - t0
     versions = _check_sides(clean_out)
     clean = [_clean_row(o.comparison.tag, o) for o in clean_out]
+    references = {k: jr for o in clean_out for k, jr in o.nodes.items() if k.startswith("reference")}
     passing = {row["case"] for row in clean if row["verdict"] == "pass"}
 
     # 2. faults (one plan: the reference runs are shared, the workers stay warm)
@@ -200,7 +201,7 @@ def _run(engine, pair, selected_cases, selected_faults, needed, faults_required,
         runs[fault.name].append(fault_run(fault, case, o, now - clock["t"]))
         clock["t"] = now
 
-    engine.run(plan, on_outcome=fault_done)
+    engine.run(plan, on_outcome=fault_done, reuse=references)  # the clean runs' references
     fault_rows = []
     for fault in selected_faults:
         row = summarise_fault(fault, runs[fault.name], required=faults_required)
