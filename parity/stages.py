@@ -10,7 +10,7 @@ forcing (local error) feeds from one backend into the other.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Iterable, Iterator, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, Iterator, Sequence, Tuple, Union
 
 #: Inputs of one batch, canonical layout: diffraction (B, C, N, N) real = Xs = s * X,
 #: offsets (B, C, 2) real [dx, dy], probe_raw (N, N) complex.

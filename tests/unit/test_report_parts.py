@@ -138,8 +138,6 @@ def test_parse_devices():
 
 
 def test_resolve_devices_reports_the_reason(monkeypatch):
-    import parity.report.devices as devices
-
     from parity.engine import Engine
 
     engine = Engine()
