@@ -50,3 +50,30 @@ class KerasNetSide(byo.KerasSide):
     inputs = {"x": NHWC}
     taps = {"a": layer("a", layout=NHWC), "b": layer("shared", call=2, layout=NHWC),
             "pair": layer("split", index=(0, 1), layout=(NHWC, byo.COMPLEX))}
+
+
+# ---- pairs over the test sides ---------------------------------------------------------------
+class UnforcedNetSide(NetSide):
+    """NetSide whose stage b is declared not teacher-forced."""
+
+    name = "byo_net_unforced"
+    taps = {**NetSide.taps, "b": module("b", force=False, reason="kept out on purpose")}
+
+
+def _inputs(config, seed, batch):
+    return net_inputs(config["channels"], seed, batch)
+
+
+def _weights(config, seed):
+    return net_weights(config["channels"], seed)
+
+
+NET_CASES = byo.SeededCases([byo.case("net_small", seed=3, channels=2)], inputs=_inputs, weights=_weights)
+
+
+def net_pair():
+    return byo.declare_pair("byo_net", NetSide, NetSide, NET_CASES, description="a test model against itself")
+
+
+def unforced_pair():
+    return byo.declare_pair("byo_net_unforced", NetSide, UnforcedNetSide, NET_CASES)
