@@ -1,11 +1,14 @@
-"""Finding pairs: the parity.pairs entry point group, module:object, a pair's sides registered
-when it is resolved."""
+"""Finding pairs: the parity.pairs entry point group, --pair-from module:object, a pair's
+sides registered when it is resolved; bad input is one line and exit 2."""
 import importlib.metadata
+import json
 
 import pytest
 
 from parity import pairs, sides
 from parity.pairs import PairError, load_pair_from, resolve_pair
+from parity.report import hub as hub_mod
+from parity.report.__main__ import main
 
 pytest.importorskip("torch")
 
@@ -67,3 +70,32 @@ def test_load_pair_from_module_object(registry):
                        ("tests.helpers.byo_sides:NET_STAGES", "gave a tuple, not a parity.pairs.Pair")):
         with pytest.raises(PairError, match=words):
             load_pair_from(bad)
+
+
+def test_the_cli_reports_a_pair_module_that_cannot_be_imported_in_one_line(registry, tmp_path, capsys):
+    assert main(["--pair-from", "tests.helpers.no_such_module:pair", "--hub", str(tmp_path / "h")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--pair-from" in err and "No module named 'tests.helpers.no_such_module'" in err
+    assert not (tmp_path / "h").exists()
+    assert main(["--pair", "byo_net", "--pair-from", "tests.helpers.byo_sides:net_pair"]) == 2
+    assert "either --pair or --pair-from" in capsys.readouterr().err
+    assert main(["--pair-from", "tests.helpers.byo_sides:net_pair", "--list"]) == 0
+    assert "net_small" in capsys.readouterr().out
+
+
+def test_a_report_from_pair_from_shows_taps_derived_stages_and_what_was_not_forced(registry, tmp_path):
+    hub = tmp_path / "hub"
+    assert main(["--pair-from", "tests.helpers.byo_sides:unforced_pair", "--hub", str(hub), "--no-figures",
+                 "--isolation", "inprocess", "-q"]) == 0
+    doc = json.loads((hub / hub_mod.REPORT_JSON).read_text())
+    assert doc["pair"]["origin"] == "tests.helpers.byo_sides:unforced_pair"
+    stages = {s["name"]: s for s in doc["cases"][0]["stages"]}
+    assert stages["b_sq"]["derived"] is True and stages["b"]["derived"] is False
+    assert stages["b_in"]["taps"] == {"reference": "input of module b [0]", "candidate": "input of module b [0]"}
+    assert stages["b"]["local_error"] is None and stages["b"]["label"] == "ok"
+    assert stages["b"]["local_not_checked"] == "NotForced: stage 'b' is declared force=False: kept out on purpose"
+    assert stages["a"]["local_error"] == 0 and "local_not_checked" not in stages["a"]
+    pairs._PAIRS.pop("byo_net_unforced")  # a later process knows the pair only by where it came from
+    again = tmp_path / "again"
+    assert main(["--recheck", str(hub), "--hub", str(again), "--no-figures", "-q"]) == 0
+    assert json.loads((again / hub_mod.REPORT_JSON).read_text())["pair"]["name"] == "byo_net_unforced"
