@@ -1,5 +1,6 @@
 """Keras taps for unmodified functional models: the outputs of named layers, read from one
-sub-model ``keras.Model(model.inputs, [layer outputs])`` built once per model.
+sub-model ``keras.Model(model.inputs, [layer outputs] + model.outputs)`` built once per model
+(the model's own outputs too, so a forward runs every layer).
 
 Multi-output layers take an ``index`` (a tuple of indices for a (real, imag) pair). A layer
 that the model calls more than once (a shared layer) needs ``call=N``: its N-th call in the
@@ -64,7 +65,8 @@ def layer_output(model: Any, tap: Tap, stage: str) -> Any:
 
 
 def tap_model(model: Any, taps: Dict[str, Tap]) -> Tuple[Any, Dict[str, Any]]:
-    """(sub-model, stage -> position(s) in its output list) over the layer taps."""
+    """(sub-model, stage -> position(s) in its output list) over the layer taps and the model's
+    outputs; (None, {}) without layer taps (the model itself is called)."""
     import keras
 
     tensors: List[Any] = []
@@ -82,6 +84,8 @@ def tap_model(model: Any, taps: Dict[str, Tap]) -> Tuple[Any, Dict[str, Any]]:
         where[stage] = tuple(slot(t) for t in out) if isinstance(out, tuple) else slot(out)
     if not tensors:
         return None, where
+    for t in model.outputs:  # the whole model runs (function taps may be in layers after the tapped ones)
+        slot(t)
     try:
         sub = keras.Model(model.inputs, tensors, name=f"{model.name}_taps")
     except ValueError as exc:  # e.g. a layer not computed from the model's inputs

@@ -178,6 +178,21 @@ def test_keras_taps_that_do_not_exist_or_run_twice():
                                                           if k.startswith("a/")}, "float32", "cpu")
 
 
-def test_keras_function_taps_and_square():
-    assert KERAS_STAGES[0].name == "a" and square(np.array(3.0)) == 9.0
-    assert function("tests.helpers.byo_functions.double").kind in byo.KerasSide.TAP_KINDS
+def test_keras_function_taps_wrap_a_function_a_layer_calls():
+    pytest.importorskip("keras")
+    stages = KERAS_STAGES + (byo.stage("total", "B C N N", inputs="pair"), byo.stage("twice", "B C N N",
+                                                                                   inputs="total"))
+    cls = type("KF", (KerasNetSide,), {"name": "byo_keras_fn", "__module__": __name__, "stage_list": stages,
+                                       "taps": {**KerasNetSide.taps,
+                                                "total": function("tests.helpers.byo_functions.double", arg=0,
+                                                                  layout=NHWC),
+                                                "twice": function("tests.helpers.byo_functions.double",
+                                                                  layout=NHWC)}})
+    side = cls()
+    model = side.build({"size": 4, "channels": 2}, keras_weights(), "float32", "cpu")
+    out = side.forward(model, net_inputs())
+    np.testing.assert_allclose(out["total"], 2 * out["b"] + 1, rtol=1e-6)
+    np.testing.assert_allclose(out["twice"], 2 * out["total"], rtol=1e-6)
+    np.testing.assert_allclose(side.run_stage(model, "twice", {"total": out["total"] + 1}), 2 * out["total"] + 2,
+                               rtol=1e-6)
+    assert square(np.array(3.0)) == 9.0
