@@ -123,11 +123,12 @@ class KerasSide(DeclaredSide):
 
     def _call(self, built: Built, native: List[Any], rec: Recorder) -> Dict[str, Any]:
         sub = built.extra["taps"]
+        args = native[0] if len(native) == 1 else list(native)
         with self._scope(built.device):
             if sub is None:
-                built.net(list(native), training=False)
+                built.net(args, training=False)
                 return {}
-            out = sub(list(native), training=False)
+            out = sub(args, training=False)
         return pick(list(out) if isinstance(out, (list, tuple)) else [out], built.extra["where"])
 
     def _force_layer(self, built: Built, name: str, tap, fed: List[Any]) -> Any:

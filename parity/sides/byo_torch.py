@@ -14,7 +14,7 @@ import numpy as np
 
 from .declared import Built, DeclaredSide
 from .tap_points import Recorder, TapError, framework_dirs
-from .torch_hooks import ModuleHooks, find_module, snapshot
+from .torch_hooks import ModuleHooks, changed, find_module, snapshot, unheld
 
 
 def _torch():
@@ -98,6 +98,7 @@ class TorchSide(DeclaredSide):
 
     def _numpy(self, value: Any) -> Any:
         torch = _torch()
+        value = unheld(value)
         if isinstance(value, (tuple, list)):
             return tuple(self._numpy(v) for v in value)
         if isinstance(value, torch.Tensor):
@@ -115,7 +116,10 @@ class TorchSide(DeclaredSide):
         return framework_dirs(_torch())
 
     def _snapshot(self, value: Any) -> Any:
-        return snapshot(value)
+        return snapshot(value, clone=self._copying)
+
+    def _stale(self, values: Dict[str, Any]) -> bool:
+        return any(changed(v) for v in values.values())
 
 
 __all__ = ["TapError", "TorchSide"]

@@ -129,6 +129,12 @@ class DeclaredSide(Side):
     def _snapshot(self, value: Any) -> Any:
         return value
 
+    def _stale(self, values: Dict[str, Any]) -> bool:
+        """Whether a captured value was overwritten after its capture (torch: in place)."""
+        return False
+
+    _copying = False  # snapshots copy what they capture (the second run of a forward found stale)
+
     # ------------------------------------------------------------ the Side contract
     def build(self, config, weights, dtype, device):
         factory = _factory(self)
@@ -210,6 +216,18 @@ class DeclaredSide(Side):
                     value=self._native(model, k, value))
 
     def _run(self, built: Built, batch: Mapping[str, np.ndarray], rec: Recorder, wanted: List[str]) -> Dict[str, Any]:
+        out = self._run_once(built, batch, rec, wanted)
+        if not self._stale(out):
+            return out
+        rec.reset()  # an in-place operation wrote to a captured tensor: again, with copies
+        self._copying = True
+        try:
+            return self._run_once(built, batch, rec, wanted)
+        finally:
+            self._copying = False
+
+    def _run_once(self, built: Built, batch: Mapping[str, np.ndarray], rec: Recorder,
+                  wanted: List[str]) -> Dict[str, Any]:
         native = [self._tensor(built, self._cast(built, to_native(k, self._input_layouts[k], batch[k], built.config)))
                   for k in self._input_layouts]
         functions = rec.group("function")

@@ -10,8 +10,8 @@ over one value per stage or raises :class:`TapError`: the target never ran (noth
 captured, so no stale value either), or it ran more than once and the tap did not say which
 call it means (each call named with the line of user code that made it).
 
-Framework-free: values are whatever the target receives and returns; ``snapshot`` copies a
-captured value (torch: detach and clone, so later in-place operations do not change it).
+Framework-free: values are whatever the target receives and returns; ``snapshot`` turns a
+captured value into what is kept (torch: the detached tensor and its version counter).
 """
 from __future__ import annotations
 
@@ -219,6 +219,11 @@ class Recorder:
             value: Any) -> None:
         p = self.point(group, target, label)
         (p.put_in if into_input else p.put_out).append(_Put(index, call, value))
+
+    def reset(self) -> None:
+        """Forget what one forward recorded (the captures and replacements stay declared)."""
+        for p in self.points.values():
+            p.calls, p.where, p.values, p._stack = 0, [], {}, []
 
     def group(self, name: str) -> Dict[str, Point]:
         return {target: p for (g, target), p in self.points.items() if g == name}

@@ -5,6 +5,10 @@ pre-hook), by dotted path, for the duration of one forward.
 one forward hook that hand the module's arguments and output to the point (which captures
 stages and, for teacher forcing, returns replaced arguments or a replaced output); the hooks
 are removed on leaving the context, also when the forward raised.
+
+A captured tensor is held without a copy, with its version counter; a tensor that a later
+in-place operation (``relu_``, ``x += ...``) wrote to is seen by :func:`changed`, and the side
+runs that forward again with copies (so the common case pays no copy, and no capture is stale).
 """
 from __future__ import annotations
 
@@ -28,14 +32,42 @@ def find_module(net: Any, path: str, stage: str) -> Any:
     return modules[path]
 
 
-def snapshot(value: Any) -> Any:
-    """A copy of a captured value that later in-place operations cannot change."""
+def snapshot(value: Any, clone: bool = False) -> Any:
+    """A captured value: the tensor itself (detached) and its version, or with ``clone`` a
+    copy; :func:`changed` tells whether an in-place operation later wrote to an uncopied one."""
     import torch
 
     if isinstance(value, torch.Tensor):
-        return value.detach().clone()
+        t = value.detach()
+        return t.clone() if clone else Held(t, t._version)
+    if isinstance(value, (tuple, list)) and not hasattr(value, "_fields"):
+        return type(value)(snapshot(v, clone) for v in value)
+    return value
+
+
+class Held:
+    """A captured tensor, uncopied, with the version counter it had when captured."""
+
+    __slots__ = ("tensor", "version")
+
+    def __init__(self, tensor: Any, version: int):
+        self.tensor, self.version = tensor, version
+
+
+def changed(value: Any) -> bool:
+    """True if a captured tensor was written in place after it was captured (its value is gone)."""
+    if isinstance(value, Held):
+        return value.tensor._version != value.version
     if isinstance(value, (tuple, list)):
-        return type(value)(snapshot(v) for v in value) if not hasattr(value, "_fields") else value
+        return any(changed(v) for v in value)
+    return False
+
+
+def unheld(value: Any) -> Any:
+    if isinstance(value, Held):
+        return value.tensor
+    if isinstance(value, (tuple, list)) and not hasattr(value, "_fields"):
+        return type(value)(unheld(v) for v in value)
     return value
 
 
@@ -83,4 +115,4 @@ def _post(point: Point):
     return hook
 
 
-__all__ = ["ModuleHooks", "find_module", "snapshot"]
+__all__ = ["Held", "ModuleHooks", "changed", "find_module", "snapshot", "unheld"]

@@ -101,3 +101,22 @@ def test_tap_declarations():
                 lambda: module("m", index=True), lambda: Tap("hook")):
         with pytest.raises(ValueError):
             bad()
+
+
+def test_captures_are_copied_only_when_an_in_place_operation_overwrote_them(monkeypatch):
+    from parity.byo import TorchSide
+
+    runs = []
+    once = TorchSide._run_once
+    monkeypatch.setattr(TorchSide, "_run_once", lambda self, *a: runs.append(self._copying) or once(self, *a))
+    side, model = build(NetSide)  # Net applies relu_ to b's output after it was captured
+    out = side.forward(model, net_inputs())
+    assert runs == [False, True] and (out["b"] < 0).any()
+    from examples.example_pair import data
+    from examples.example_pair.pair import TorchPort
+
+    runs.clear()
+    config = {"size": 8, "channels": 2, "features": 4}
+    port = TorchPort()
+    port.forward(port.build(config, data.weights(config, 0), "float32", "cpu"), data.inputs(config, 0, 1))
+    assert runs == [False]  # no in-place operation: one run, nothing copied
