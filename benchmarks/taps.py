@@ -83,7 +83,7 @@ def variants(side_cls, config: Dict[str, int], batch: int) -> Dict[str, Callable
 
 
 def measure(sizes: Sequence[str], repeats: int, warmup: int, log=print) -> List[Dict[str, Any]]:
-    from examples.example_pair.pair import KerasReference, TorchPort
+    from examples.example_pair.declaration import KerasReference, TorchPort
 
     rows = []
     for spec in sizes:

@@ -121,10 +121,11 @@ class WeightMap:
         required = list(targets if required is None else required)
         problems: List[str] = []
         out: Dict[str, np.ndarray] = {}
-        used = set()
+        used, tried = set(), set()
         for e in self.entries:
             if e.optional and e.target not in targets and e.source not in neutral:
                 continue
+            tried.add(e.target)
             if e.target not in targets:
                 problems.append(f"the map sets {e.target!r}, which side {side}'s model does not have"
                                 f"{_close(e.target, targets)}")
@@ -148,7 +149,7 @@ class WeightMap:
         if unknown_skip:
             problems.append(f"not_transferred names {unknown_skip}, which side {side}'s model does not have"
                             f"{_close(unknown_skip[0], targets)}")
-        left = [t for t in required if t not in out and t not in self.not_transferred]
+        left = [t for t in required if t not in out and t not in tried and t not in self.not_transferred]
         if left:
             problems.insert(0, f"{len(left)} parameter(s) of side {side} would keep their random initial values: "
                                f"{_listing(left)}; map them (weights=...) or declare them not_transferred=(...)")
@@ -169,9 +170,9 @@ def _apply(e: Entry, value: np.ndarray, shape: Tuple[int, ...], problems: List[s
                         f"{np.shape(value)} failed: {exc}")
         return None
     if tuple(out.shape) != tuple(shape):
-        how = "" if e.transform is identity else f" after {e.transform.__name__}"
+        how = "" if e.transform is identity else f", {tuple(out.shape)} after {e.transform.__name__}"
         problems.append(f"parameter {e.target!r} is {tuple(shape)} but neutral weight {e.source!r} is "
-                        f"{tuple(np.shape(value))}{how} -> {tuple(out.shape)}")
+                        f"{tuple(np.shape(value))}{how}")
         return None
     return np.ascontiguousarray(out)
 

@@ -264,15 +264,24 @@ class DeclaredSide(Side):
             return tuple(self._tensor(built, x) for x in native)
         return self._tensor(built, native)
 
-    def _finish(self, built: Built, name: str, raw: Any) -> np.ndarray:
+    def _finish(self, built: Built, name: str, raw: Any, sizes: Optional[Dict[str, int]] = None) -> np.ndarray:
+        """A captured value -> the canonical array, checked against the stage's declared shape
+        (``sizes``: what each shape symbol is in the stages finished before, e.g. B = 2)."""
         tap, stage = self.taps[name], self._stage(name)
         native = self._numpy(raw)
         arr = to_canonical(name, tap.layout, native, built.config)
         shape = tuple(np.shape(native)) if not isinstance(native, tuple) else tuple(np.shape(x) for x in native)
-        if arr.ndim != len(stage.shape) or any(s.isdigit() and int(s) != n for s, n in zip(stage.shape, arr.shape)):
-            raise LayoutError(f"stage {name!r}: the tap gave {shape}, {arr.shape} after layout {describe(tap.layout)}, "
-                              f"but the stage is declared ({', '.join(stage.shape)}); declare the layout that "
-                              f"makes it so")
+        where = f"the tap gave {shape}, {arr.shape} after layout {describe(tap.layout)}, but the stage is declared " \
+                f"({', '.join(stage.shape)})"
+        if arr.ndim != len(stage.shape):
+            raise LayoutError(f"stage {name!r}: {where}; declare the layout that makes it so")
+        sizes = {} if sizes is None else sizes
+        for sym, n in zip(stage.shape, arr.shape):
+            want = int(sym) if sym.isdigit() else sizes.setdefault(sym, n)
+            if want != n:
+                raise LayoutError(f"stage {name!r}: {where}: {sym} is {n} here but {want} "
+                                  f"{'by declaration' if sym.isdigit() else 'elsewhere'}; declare the layout that "
+                                  f"makes it so")
         if stage.complex != np.iscomplexobj(arr):
             hint = "; a (real, imag) pair needs layout COMPLEX" if stage.complex else ""
             raise LayoutError(f"stage {name!r} is declared {'complex' if stage.complex else 'real'} but the tap gave "
@@ -280,15 +289,21 @@ class DeclaredSide(Side):
         return self._cast(built, arr)
 
     def _derive(self, built: Built, name: str, env: Mapping[str, Any]) -> np.ndarray:
-        args = [env[k] for k in self._stage(name).inputs]
-        return self._cast(built, np.asarray(self.taps[name].fn(*args)))
+        fn = self.taps[name].fn
+        try:
+            out = fn(*[env[k] for k in self._stage(name).inputs])
+        except Exception as exc:  # noqa: BLE001 - the user's formula, named with its stage
+            raise RuntimeError(f"stage {name!r}: {getattr(fn, '__name__', 'the derived function')} raised "
+                               f"{type(exc).__name__}: {exc}") from exc
+        return self._cast(built, np.asarray(out))
 
     def _assemble(self, built: Built, raw: Mapping[str, Any], batch) -> Dict[str, np.ndarray]:
         env: Dict[str, Any] = {k: self._cast(built, v) for k, v in batch.items()}
         out: Dict[str, np.ndarray] = {}
+        sizes: Dict[str, int] = {}
         for st in self.stage_list:
             out[st.name] = (self._derive(built, st.name, {**env, **out}) if self.taps[st.name].derived
-                            else self._finish(built, st.name, raw[st.name]))
+                            else self._finish(built, st.name, raw[st.name], sizes))
         return out
 
     def _partial(self, built: Built, raw: Mapping[str, Any], batch) -> Dict[str, np.ndarray]:

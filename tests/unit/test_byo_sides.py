@@ -44,8 +44,10 @@ def test_the_model_factory_and_the_weights_are_checked_at_build():
 
 def test_a_layout_that_does_not_fit_the_runtime_shape_is_an_error_naming_the_stage():
     side, model = build(declare(taps={**NetSide.taps, "b": module("b", layout=NHWC)}))
-    out = side.forward(model, net_inputs(size=4, channels=2))  # (2, 2, 4, 4) NHWC-read is still rank 4
-    assert out["b"].shape == (2, 4, 2, 4)
+    with pytest.raises(LayoutError, match=r"stage 'b': the tap gave \(2, 2, 4, 4\), \(2, 4, 2, 4\) after layout "
+                                          r"NHWC->NCHW, but the stage is declared \(B, C, N, N\): C is 4 here but 2 "
+                                          r"elsewhere"):
+        side.forward(model, net_inputs(size=4, channels=2))  # the right rank, but not the declared sizes
     side, model = build(declare(taps={**NetSide.taps, "b": module("b", layout=select(1, 0))}))
     with pytest.raises(LayoutError, match=r"stage 'b': the tap gave \(2, 2, 4, 4\), \(2, 4, 4\) after layout "
                                           r"select\(1, 0\), but the stage is declared \(B, C, N, N\)"):
@@ -196,3 +198,12 @@ def test_keras_function_taps_wrap_a_function_a_layer_calls():
     np.testing.assert_allclose(side.run_stage(model, "twice", {"total": out["total"] + 1}), 2 * out["total"] + 2,
                                rtol=1e-6)
     assert square(np.array(3.0)) == 9.0
+
+
+def test_a_derived_formula_that_raises_is_named_with_its_stage():
+    def broken_square(b):
+        raise ValueError("operands could not be broadcast")
+
+    side, model = build(declare(taps={**NetSide.taps, "b_sq": derived(broken_square)}))
+    with pytest.raises(RuntimeError, match="stage 'b_sq': broken_square raised ValueError: operands could not"):
+        side.forward(model, net_inputs())

@@ -113,7 +113,7 @@ def test_captures_are_copied_only_when_an_in_place_operation_overwrote_them(monk
     out = side.forward(model, net_inputs())
     assert runs == [False, True] and (out["b"] < 0).any()
     from examples.example_pair import data
-    from examples.example_pair.pair import TorchPort
+    from examples.example_pair.declaration import TorchPort
 
     runs.clear()
     config = {"size": 8, "channels": 2, "features": 4}
