@@ -108,10 +108,6 @@ class WeightMap:
                          not_transferred=self.not_transferred + other.not_transferred,
                          unused=self.unused + other.unused, same_names=self.same_names or other.same_names)
 
-    def describe(self) -> Dict[str, str]:
-        return {e.target: e.source + ("" if e.transform is identity else f" ({e.transform.__name__})")
-                for e in self.entries}
-
     def transfer(self, neutral: Mapping[str, np.ndarray], targets: Mapping[str, Tuple[int, ...]], *, side: str,
                  required: Optional[Iterable[str]] = None) -> Dict[str, np.ndarray]:
         """target -> array for every parameter set; raises WeightMapError listing every problem.
