@@ -191,6 +191,7 @@ def _execute(job: Job) -> JobResult:
         "model_cached": cached,
         "stage_names": [name for name, _ in job.graph],
     }
+    meta.update({k: v for k, v in side.capture_meta().items() if k not in meta})
     if crash is not None:
         meta["crash"] = crash
     return JobResult(capture=Capture(stages=captured, meta=meta), local=local, timings=timings, crash=crash,

@@ -8,17 +8,27 @@ both (a side against itself must agree with itself exactly on a CPU).
 
 ``resolve_pair(None)`` is the default pair ``reference_tf:torch_impl``; ``resolve_pair("A:B")``
 is side A as the reference and side B as the candidate over the stages and cases of the pair
-the sides belong to (the registered pair that names one of them; else the built-in pair).
+the sides belong to (the registered pair that names both, else one of them; else the built-in
+pair).
+
+Pairs are registered by :func:`register_pair`, found through the entry point group
+``parity.pairs`` of any installed distribution (each entry point names a Pair, or a factory
+returning one; loaded only when a pair is looked up that is not registered yet), or loaded
+from ``"module:object"`` by :func:`load_pair_from` (``--pair-from``).
 """
 from __future__ import annotations
 
+import importlib
+import logging
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 from . import sides as side_registry
 from .stages import Stage, StageList
 
 DEFAULT_PAIR = "reference_tf:torch_impl"
+ENTRY_POINT_GROUP = "parity.pairs"
+log = logging.getLogger(__name__)
 
 
 class PairError(ValueError):
@@ -37,6 +47,7 @@ class Pair:
     stages: Tuple[Stage, ...]
     cases: Any = field(compare=False, repr=False)
     description: str = ""
+    origin: str = field(default="", compare=False)  # "module:object" it was loaded from (--pair-from)
 
     @property
     def stage_names(self) -> Tuple[str, ...]:
@@ -64,8 +75,11 @@ class Pair:
         return self.cases.prepare(case)
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"name": self.name, "reference": self.reference, "candidate": self.candidate,
-                "stages": list(self.stage_names), "description": self.description}
+        out = {"name": self.name, "reference": self.reference, "candidate": self.candidate,
+               "stages": list(self.stage_names), "description": self.description}
+        if self.origin:
+            out["origin"] = self.origin
+        return out
 
     def with_sides(self, reference: str, candidate: str) -> "Pair":
         return check_pair(replace(self, name=f"{reference}:{candidate}", reference=reference, candidate=candidate))
@@ -123,24 +137,100 @@ def register_pair(name: str, factory: Callable[[], Pair]) -> None:
 
 
 def pair_names() -> Tuple[str, ...]:
+    _load_entry_points()
     return tuple(_PAIRS)
 
 
-def _home_pair(*sides: str) -> Pair:
-    """The registered pair whose stages and cases two sides share: the first pair that names
-    one of them as its reference or candidate (the built-in pair when none does)."""
-    for name, factory in _PAIRS.items():
+_ENTRY_POINTS = {"loaded": False}
+
+
+def _load_entry_points() -> None:
+    """Register the pairs of the ``parity.pairs`` entry points (once; registered names win)."""
+    if _ENTRY_POINTS["loaded"]:
+        return
+    _ENTRY_POINTS["loaded"] = True
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        _PAIRS.setdefault(ep.name, _entry_point_factory(ep))
+
+
+def _entry_point_factory(ep) -> Callable[[], Pair]:
+    def factory() -> Pair:
+        try:
+            obj = ep.load()
+        except Exception as exc:  # noqa: BLE001 - whatever the user's module raised, in one line
+            raise PairError(f"pair {ep.name!r} (entry point {ep.value!r} in group {ENTRY_POINT_GROUP}) cannot be "
+                            f"loaded: {type(exc).__name__}: {exc}") from None
+        return _as_pair(obj, f"entry point {ep.name} = {ep.value!r}")
+
+    return factory
+
+
+def _as_pair(obj: Any, where: str) -> Pair:
+    try:
+        pair = obj if isinstance(obj, Pair) or not callable(obj) else obj()
+    except PairError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise PairError(f"{where}: the pair factory raised {type(exc).__name__}: {exc}") from None
+    if not isinstance(pair, Pair):
+        raise PairError(f"{where} gave a {type(pair).__name__}, not a parity.pairs.Pair")
+    return pair
+
+
+def load_pair_from(target: str) -> Pair:
+    """Import ``"module:object"`` (a Pair, or a factory returning one), register the pair under
+    its name and return it; PairError (one line, with the import error) otherwise."""
+    module, _, attr = (target or "").partition(":")
+    if not module or not attr:
+        raise PairError(f"{target!r} must be module:object (a Pair, or a function returning one)")
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except Exception as exc:  # noqa: BLE001 - ImportError, SyntaxError, a declaration error, ...
+        raise PairError(f"{target!r} cannot be imported: {type(exc).__name__}: {exc}") from None
+    pair = replace(_as_pair(obj, target), origin=target)
+    register_pair(pair.name, lambda: pair)
+    return check_pair(pair)
+
+
+def _registered(*, entry_points: bool) -> Iterator[Pair]:
+    """The registered pairs other than the built-in one (a factory that fails is skipped)."""
+    if entry_points:
+        _load_entry_points()
+    for name, factory in list(_PAIRS.items()):
         if name == "builtin":
             continue
-        pair = factory()
-        if pair.reference in sides or pair.candidate in sides:
-            return pair
-    return builtin_pair()
+        try:
+            yield factory()
+        except Exception as exc:  # noqa: BLE001 - a broken pair must not hide the others
+            log.debug("pair %s skipped: %s", name, exc)
+
+
+def _home_pair(*sides: str) -> Pair:
+    """The registered pair whose stages and cases two sides share: the built-in pair when it
+    names every side given, else the first pair that names both, then the first that names
+    one of them (the entry points are looked at when no registered pair does); the built-in
+    pair when none does."""
+    builtin = builtin_pair()
+    wanted = set(sides)
+    if wanted <= {builtin.reference, builtin.candidate}:
+        return builtin
+    for entry_points in (False, True):
+        found = list(_registered(entry_points=entry_points))
+        for test in (wanted.issubset, wanted.intersection):
+            for pair in found:
+                if test({pair.reference, pair.candidate}):
+                    return pair
+    return builtin
 
 
 def resolve_pair(spec: Optional[str] = None) -> Pair:
-    """``None`` -> the default pair; ``"REFERENCE:CANDIDATE"`` -> the built-in pair with those
-    sides; ``"NAME"`` -> a registered pair. PairError (one line) otherwise."""
+    """``None`` -> the default pair; ``"REFERENCE:CANDIDATE"`` -> the pair those sides belong to,
+    with those sides; ``"NAME"`` -> a registered pair (or one of the ``parity.pairs`` entry
+    points). PairError (one line) otherwise."""
     if isinstance(spec, Pair):
         return check_pair(spec)
     spec = (spec or DEFAULT_PAIR).strip()
@@ -151,6 +241,8 @@ def resolve_pair(spec: Optional[str] = None) -> Pair:
                             f"sides: {', '.join(side_registry.side_names())}; pairs: {', '.join(_PAIRS)}")
         return _home_pair(ref, cand).with_sides(ref, cand)
     if spec not in _PAIRS:
+        _load_entry_points()
+    if spec not in _PAIRS:
         raise PairError(f"unknown pair {spec!r}; known pairs are: {', '.join(_PAIRS)} (or REFERENCE:CANDIDATE "
                         f"with sides {', '.join(side_registry.side_names())})")
-    return check_pair(_PAIRS[spec]())
+    return check_pair(_as_pair(_PAIRS[spec], f"pair {spec!r}"))

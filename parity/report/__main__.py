@@ -27,7 +27,8 @@ from parity.tolerances import DTYPES, NOISE_FLOOR_K  # noqa: E402
 
 from . import ArtifactError, ReportInputError, ReportOptions, build_report  # noqa: E402
 from .figures import shown_margin  # noqa: E402
-from .options import DEFAULT_DRIFT_FACTOR, DEFAULT_ISOLATION, ISOLATIONS, TOLERANCE_MODES  # noqa: E402
+from .options import (DEFAULT_DRIFT_FACTOR, DEFAULT_ISOLATION, ISOLATIONS, TOLERANCE_MODES,  # noqa: E402
+                      pair_option)
 
 PROG = "python -m parity.report"
 
@@ -78,6 +79,7 @@ examples:
   python -m parity.report                                   # default suite -> reports/<UTC time>/
   python -m parity.report --case n64_g1 --hub reports/try1
   python -m parity.report --pair torch_impl:torch_impl                # a side against itself
+  python -m parity.report --pair example                    # a pair of your own (docs/pairs.md)
   python -m parity.report --suite nightly --junit reports/nightly.xml --baseline reports/last
   python -m parity.report --recheck reports/try1 --hub reports/try1-tight --tolerances tight.toml
 """
@@ -99,7 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--list", action="store_true", help="list the cases and suites, then exit")
     g.add_argument("--pair", default=None, metavar="REFERENCE:CANDIDATE",
                    help="the two sides to compare, reference first (default: reference_tf:torch_impl; sides: "
-                        f"{', '.join(side_names())}); any side may take either role, or both")
+                        f"{', '.join(side_names())}); any side may take either role, or both; or the name of a "
+                        "registered pair (e.g. example)")
+    g.add_argument("--pair-from", default=None, metavar="MODULE:OBJECT",
+                   help="a pair of your own: a parity.pairs.Pair, or a function returning one, imported from "
+                        "MODULE (see docs/pairs.md; a pair your package registers under the entry point group "
+                        "parity.pairs is found by --pair NAME)")
     g.add_argument("--job-timeout", type=float, default=DEFAULT_JOB_TIMEOUT, metavar="SECONDS",
                    help=f"a side's job that runs longer is killed and its case reported as an error, the other "
                         f"cases still run (default {DEFAULT_JOB_TIMEOUT:g})")
@@ -321,10 +328,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         level = logging.ERROR
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     if args.list:
-        for c in case_registry.CASES.values():
+        listed = case_registry
+        if args.pair or args.pair_from:
+            try:
+                listed = pair_option(args.pair, args.pair_from).cases
+            except ReportInputError as exc:
+                print(f"{PROG}: error: {exc}", file=sys.stderr)
+                return 2
+        for c in listed.CASES.values():
             print(f"{c.name:<24} {c.dtype:<8} suites: {','.join(c.suites):<8} {c.covers}")
-        print(f"suites: default ({len(case_registry.suite('default'))} cases), "
-              f"nightly ({len(case_registry.suite('nightly'))} cases)")
+        print(f"suites: default ({len(listed.suite('default'))} cases), "
+              f"nightly ({len(listed.suite('nightly'))} cases)")
         return 0
     clock, t0 = "main() call", started
     if as_program:
@@ -342,7 +356,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         tolerances=args.tolerances, tolerance_mode=args.tolerance_mode, noise_floor_k=args.noise_floor_k,
         isolation=args.isolation, baseline=args.baseline, drift_factor=args.drift_factor, recheck=args.recheck,
         junit=args.junit, force=args.force, figures=args.figures, background=args.background,
-        command=("python", "-m", "parity.report", *argv), pair=args.pair, job_timeout=args.job_timeout)
+        command=("python", "-m", "parity.report", *argv), pair=args.pair, pair_from=args.pair_from,
+        job_timeout=args.job_timeout)
     progress = Progress(sys.stderr, args.quiet)
     try:
         outcome = build_report(options, progress, started=t0, clock=clock)

@@ -44,6 +44,21 @@ def _worst_patches(perr: Optional[Dict[str, Any]]) -> Optional[List[Dict[str, An
     return [{"b": int(b), "c": int(c), "max_abs": encode_float(v)} for b, c, v in perr.get("worst", [])]
 
 
+def _tap_notes(meta: Dict[str, Any], stages: List[Dict[str, Any]]) -> None:
+    """Declared sides (parity.byo): where each role tapped a stage and whether the harness
+    derived it; any side: why a stage was not teacher-forced (its local error not checked)."""
+    taps = {role: (meta.get(role) or {}).get("taps") for role in ("reference", "candidate")}
+    taps = {role: t for role, t in taps.items() if t}
+    reasons = (meta.get("candidate") or {}).get("local_errors") or {}
+    for st in stages:
+        name = st["name"]
+        if taps:
+            st["taps"] = {role: t[name]["tap"] for role, t in taps.items() if name in t}
+            st["derived"] = any((t.get(name) or {}).get("derived", False) for t in taps.values())
+        if name in reasons:
+            st["local_not_checked"] = reasons[name]
+
+
 def case_entry(rec: CaseRecord) -> Dict[str, Any]:
     """The JSON entry of one case on one device."""
     if rec.result is not None:
@@ -55,6 +70,7 @@ def case_entry(rec: CaseRecord) -> Dict[str, Any]:
         for st, sr in zip(d["stages"], res.stages):
             st["worst_patches"] = _worst_patches(res.patch_errors.get(sr.name))
             st["drift"] = None
+        _tap_notes(res.meta or {}, d["stages"])
     else:
         d = {"schema": CASE_SCHEMA, "schema_version": CASE_SCHEMA_VERSION, "name": rec.name, "verdict": "fail",
              "first_divergent_stage": None, "root_cause_stage": None,

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from parity import engine as engine_mod
 from parity.capture import CaptureError, load_capture
 from parity.cases import Case
-from parity.pairs import PairError, resolve_pair
+from parity.pairs import PairError, load_pair_from, resolve_pair
 from parity.pool import DEFAULT_JOB_TIMEOUT
 from parity.tolerances import DTYPES, NOISE_FLOOR_K, ToleranceTable, load_tolerances
 
@@ -66,6 +66,7 @@ class ReportOptions:
     reports_root: Path = Path("reports")
     command: Tuple[str, ...] = ()
     pair: Optional[str] = None  # "REFERENCE:CANDIDATE" or a pair name (None: reference_tf:torch_impl)
+    pair_from: Optional[str] = None  # "module:object": a Pair, or a factory returning one
     job_timeout: float = DEFAULT_JOB_TIMEOUT
 
     def to_dict(self) -> Dict[str, Any]:
@@ -244,13 +245,16 @@ def make_plan(opts: ReportOptions) -> Plan:
     recheck = opts.recheck is not None
     if recheck:
         given = [flag for flag, v in (("--suite", opts.suite), ("--dtype", opts.dtype), ("--devices", opts.devices),
-                                      ("--isolation", opts.isolation), ("--pair", opts.pair)) if v is not None]
+                                      ("--isolation", opts.isolation), ("--pair", opts.pair),
+                                      ("--pair-from", opts.pair_from)) if v is not None]
         if given:
             raise _fail(f"{given[0]} cannot be combined with --recheck (a recheck re-compares the stored captures; "
                         f"it runs no model); allowed with --recheck: --hub, --case, --tolerances, --tolerance-mode, "
                         f"--noise-floor-k, --baseline, --drift-factor, --junit, --force")
 
-    pair = _pair(_source_pair(opts.recheck) if recheck else opts.pair)
+    if opts.pair is not None and opts.pair_from is not None:
+        raise _fail("give either --pair or --pair-from, not both")
+    pair = pair_option(*(_source_pair(opts.recheck) if recheck else (opts.pair, opts.pair_from)))
     tol_path = Path(opts.tolerances) if opts.tolerances is not None else None
     try:
         table = load_tolerances(tol_path, stages=pair.stage_names)
@@ -323,18 +327,18 @@ def make_plan(opts: ReportOptions) -> Plan:
                 engine=engine)
 
 
-def _source_pair(src: Path) -> Optional[str]:
-    """The pair a recheck source ran (None: the default; an unreadable source is reported by
-    the source checks that follow)."""
+def _source_pair(src: Path) -> Tuple[Optional[str], Optional[str]]:
+    """The pair a recheck source ran: (name, the module:object it was loaded from); (None, None)
+    is the default (an unreadable source is reported by the source checks that follow)."""
     try:
         pair = hub_mod.read_report(Path(src)).get("pair")
     except (hub_mod.HubError, OSError, ValueError):
-        return None
-    return pair.get("name") if isinstance(pair, dict) else None
+        return None, None
+    return (pair.get("name"), pair.get("origin")) if isinstance(pair, dict) else (None, None)
 
 
-def _pair(spec: Optional[str]):
+def pair_option(spec: Optional[str], pair_from: Optional[str] = None):
     try:
-        return resolve_pair(spec)
+        return load_pair_from(pair_from) if pair_from else resolve_pair(spec)
     except (PairError, ValueError) as exc:
-        raise _fail(f"--pair: {exc}") from None
+        raise _fail(f"{'--pair-from' if pair_from else '--pair'}: {exc}") from None

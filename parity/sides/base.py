@@ -66,6 +66,10 @@ class Side(abc.ABC):
         A forward that raises part-way may raise :class:`ForwardError` carrying the stages it
         produced before the failure (the harness then names the stage that failed)."""
 
+    def capture_meta(self) -> Dict[str, object]:
+        """Extra entries for the capture's meta (e.g. how each stage was tapped); plain JSON."""
+        return {}
+
     def run_stage(self, model, name: str, env: Mapping[str, np.ndarray]) -> np.ndarray:
         """Compute one stage from canonical inputs (teacher forcing); canonical output."""
         raise NotImplementedError(f"side {self.name!r} cannot compute a single stage (no teacher forcing)")

@@ -133,3 +133,14 @@ def test_bench_pool_torch_job(tmp_path):
         _, bench2 = pool.run(job, save=False)
         assert math.isfinite(bench2["forward_times"][-1])
     assert not list((tmp_path / "pool").rglob("job0*"))  # job folders are removed
+
+
+def test_taps_overhead_at_a_tiny_size():
+    pytest.importorskip("torch")
+    pytest.importorskip("keras")
+    from benchmarks import taps
+
+    rows = taps.measure(["8x2x4x1"], repeats=1, warmup=0, log=lambda *a, **k: None)
+    assert [r["side"] for r in rows] == ["example_torch", "example_keras"]
+    assert all(r[k]["n"] == 1 for r in rows for k in ("plain", "hooks", "forward"))
+    assert taps.parse_size("16x2x8x2") == {"size": 16, "channels": 2, "features": 8, "batch": 2}

@@ -1,0 +1,1 @@
+"""Pairs declared only through the public pair API (parity.byo); see docs/pairs.md."""

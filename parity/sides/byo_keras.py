@@ -1,0 +1,160 @@
+"""KerasSide: an unmodified Keras 3 functional model (TensorFlow backend) as a side.
+
+The model is built by the declared ``model`` callable with the case config as keyword arguments
+under the run's float type and dtype policy (``float64`` runs build float64 inputs and layers), its variables are set
+through the side's weight map (default: the neutral weight named by each variable's path,
+``layer/kernel``), and one sub-model over the tapped layers' outputs is built once; a forward
+calls it (inference mode) with the function taps of that forward wrapped. Teacher forcing of a
+layer tap calls the layer itself on the reference's values of the stage's inputs (one input:
+the tensor; several: a list, as Keras merge layers take them).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, List, Tuple
+
+import numpy as np
+
+from .declared import Built, DeclaredSide
+from .keras_taps import find_layer, pick, tap_model
+from .tap_points import Recorder, framework_dirs
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _tf():
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")
+    return tf
+
+
+class KerasSide(DeclaredSide):
+    """Subclass and set ``name``, ``stage_list``, ``model``, ``inputs``, ``taps``, ``weights``."""
+
+    framework = "tensorflow"
+    TAP_KINDS = ("layer", "function", "function_arg", "derived")
+
+    def versions(self) -> Dict[str, str]:
+        tf = _tf()
+        import keras
+
+        build = tf.sysconfig.get_build_info()
+        return {"tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__,
+                "cuda": str(build.get("cuda_version", "none")), "cudnn": str(build.get("cudnn_version", "none"))}
+
+    def devices(self) -> Dict[str, str]:
+        tf = _tf()
+        out = {"cpu": "CPU"}
+        for i, dev in enumerate(tf.config.list_physical_devices("GPU")):
+            out["cuda" if i == 0 else f"cuda:{i}"] = tf.config.experimental.get_device_details(dev).get(
+                "device_name", dev.name)
+        return out
+
+    def determinism_flags(self) -> Dict[str, object]:
+        tf = _tf()
+        from tensorflow.python.framework import config as tf_config
+
+        return {"tf_op_determinism": bool(tf_config.is_op_determinism_enabled()),
+                "tf_tensor_float_32": bool(tf.config.experimental.tensor_float_32_execution_enabled()),
+                "tf_intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+                "tf_inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads()}
+
+    def set_tf32(self, enabled: bool) -> None:
+        _tf().config.experimental.enable_tensor_float_32_execution(bool(enabled))
+
+    def _scope(self, device: str):
+        tf = _tf()
+        if device == "cpu":
+            return tf.device("/CPU:0")
+        if device.startswith("cuda"):
+            if not tf.config.list_physical_devices("GPU"):
+                raise RuntimeError(f"device {device!r} requested but TensorFlow sees no GPU")
+            return tf.device(f"/GPU:{device.split(':')[1] if ':' in device else '0'}")
+        raise ValueError(f"unknown device {device!r}; expected 'cpu' or 'cuda[:i]'")
+
+    # ------------------------------------------------------------ framework parts
+    def _make(self, factory, config, dtype, device):
+        tf = _tf()
+        import keras
+
+        tf.config.experimental.enable_op_determinism()
+
+        before = keras.config.dtype_policy(), keras.config.floatx()
+        keras.config.set_floatx(dtype)  # keras.Input's default dtype
+        keras.config.set_dtype_policy(dtype)  # the layers' variables and computations
+        try:
+            with self._scope(device):
+                net = factory(**config)
+        finally:
+            keras.config.set_dtype_policy(before[0])
+            keras.config.set_floatx(before[1])
+        if not isinstance(net, keras.Model):
+            raise TypeError(f"side {self.name}: model {type(self).model!r} returned a {type(net).__name__}, "
+                            f"not a keras.Model")
+        return net
+
+    def _targets(self, net) -> Tuple[Dict[str, Tuple[int, ...]], List[str]]:
+        shapes = {v.path: tuple(v.shape) for v in net.weights}
+        return shapes, list(shapes)
+
+    def _set_weights(self, net, arrays: Dict[str, np.ndarray]) -> None:
+        for v in net.weights:
+            if v.path in arrays:
+                v.assign(np.asarray(arrays[v.path], dtype=v.dtype))
+
+    def _prepare(self, built: Built) -> None:
+        layers = {n: t for n, t in self.taps.items() if t.kind == "layer"}
+        built.extra["taps"], built.extra["where"] = tap_model(built.net, layers)
+        for name, tap in self.taps.items():
+            if tap.kind in ("function", "function_arg"):
+                from .function_taps import resolve
+
+                resolve(tap.target, name)
+
+    def _tensor(self, built: Built, array: np.ndarray) -> Any:
+        with self._scope(built.device):
+            return _tf().constant(np.ascontiguousarray(array))
+
+    def _numpy(self, value: Any) -> Any:
+        if isinstance(value, (tuple, list)):
+            return tuple(self._numpy(v) for v in value)
+        return value.numpy() if hasattr(value, "numpy") else np.asarray(value)
+
+    def _call(self, built: Built, native: List[Any], rec: Recorder) -> Dict[str, Any]:
+        sub = built.extra["taps"]
+        args = native[0] if len(native) == 1 else list(native)
+        with self._scope(built.device):
+            if sub is None:
+                built.net(args, training=False)
+                return {}
+            out = sub(args, training=False)
+        return pick(list(out) if isinstance(out, (list, tuple)) else [out], built.extra["where"])
+
+    def _force_layer(self, built: Built, name: str, tap, fed: List[Any]) -> Any:
+        layer = find_layer(built.net, tap.target, name)
+        with self._scope(built.device):
+            out = layer(fed[0] if len(fed) == 1 else list(fed), training=False) if _takes_training(layer) else \
+                layer(fed[0] if len(fed) == 1 else list(fed))
+        if tap.index is None:
+            return out
+        if isinstance(tap.index, tuple):
+            return tuple(out[i] for i in tap.index)
+        return out[tap.index]
+
+    def _skip_dirs(self) -> Tuple[str, ...]:
+        import keras
+
+        return framework_dirs(_tf(), keras)
+
+
+def _takes_training(layer: Any) -> bool:
+    import inspect
+
+    try:
+        return "training" in inspect.signature(layer.call).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+__all__ = ["KerasSide"]
