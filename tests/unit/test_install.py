@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCES = ("pyproject.toml", "README.md", "parity", "reference_tf", "torch_impl")
+SOURCES = ("pyproject.toml", "README.md", "parity", "reference_tf", "torch_impl", "examples")
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +81,13 @@ def test_one_case_from_another_folder(installed, tmp_path):
     (made,) = list((installed["cwd"] / "reports").iterdir())
     assert (made / "parity_report.json").is_file()
     assert not list(installed["target"].rglob("parity_report.json"))
+
+
+@pytest.mark.slow
+def test_the_example_pair_from_another_folder(installed, tmp_path):
+    """The example pair ships with the package and is found by its entry point."""
+    hub = tmp_path / "E"
+    proc = _run(installed, "report", "--pair", "example", "--hub", str(hub), "--no-figures", "-q")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads((hub / "parity_report.json").read_text())
+    assert doc["pair"]["name"] == "example" and doc["verdict"] == "pass"
