@@ -1,14 +1,16 @@
 """The nightly parity gate, runnable locally; the CI workflow is a thin wrapper around it.
 
     python scripts/nightly.py [--reports reports] [--suite nightly] [--baseline HUB|auto|none]
+                              [--pair NAME|REFERENCE:CANDIDATE]
                               [-- extra arguments for python -m parity.report]
 
 Steps:
-1. ``pytest tests/parity -k forward --suite SUITE --junitxml HUB/junit-pytest.xml``
-2. ``python -m parity.report --suite SUITE --hub HUB --baseline LAST_GREEN --junit HUB/junit-report.xml``
-   where HUB is ``REPORTS/nightly-<UTC date-time>`` and LAST_GREEN the newest earlier
-   ``REPORTS/nightly-*`` hub whose ``parity_report.json`` says ``"verdict": "pass"`` (none on a
-   first run: the report then runs without drift checks and says so).
+1. ``pytest tests/parity -k forward --suite SUITE [--pair PAIR] --junitxml HUB/junit-pytest.xml``
+2. ``python -m parity.report --suite SUITE [--pair PAIR] --hub HUB --baseline LAST_GREEN --junit HUB/junit-report.xml``
+   where HUB is ``REPORTS/nightly-<UTC date-time>`` (``nightly-<pair>-...`` for another pair)
+   and LAST_GREEN the newest earlier hub of the same pair whose ``parity_report.json`` says
+   ``"verdict": "pass"`` (none on a first run: the report then runs without drift checks and
+   says so).
 
 Exit code: 0 only when both steps pass and no drift was flagged; otherwise the first
 non-zero code of the two (1 = parity failure or drift, 2 = bad usage or input, 3 = a case
@@ -27,9 +29,16 @@ from typing import List, Optional
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def last_green(reports: Path, exclude: Optional[Path] = None) -> Optional[Path]:
-    """Newest ``nightly-*`` hub under ``reports`` whose report verdict is pass."""
-    candidates = sorted(p for p in reports.glob("nightly-*") if p.is_dir() and p != exclude)
+def _prefix(pair: Optional[str]) -> str:
+    return "nightly-" if not pair else f"nightly-{pair.replace(':', '-')}-"
+
+
+def last_green(reports: Path, exclude: Optional[Path] = None, pair: Optional[str] = None) -> Optional[Path]:
+    """Newest nightly hub of ``pair`` (default: the built-in pair) under ``reports`` whose
+    report verdict is pass."""
+    prefix = _prefix(pair)
+    candidates = sorted(p for p in reports.glob(f"{prefix}*") if p.is_dir() and p != exclude
+                        and (pair or p.name[len(prefix):len(prefix) + 1].isdigit()))
     for hub in reversed(candidates):
         report = hub / "parity_report.json"
         try:
@@ -48,20 +57,21 @@ def main(argv: Optional[List[str]] = None) -> int:
         argv, extra = argv[:i], argv[i + 1 :]
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reports", type=Path, default=ROOT / "reports", help="folder holding the nightly hubs")
-    ap.add_argument("--suite", default="nightly", choices=["default", "nightly", "adversarial"])
+    ap.add_argument("--suite", default="nightly", help="the pair's suite (built-in: default, nightly, adversarial)")
+    ap.add_argument("--pair", default=None, help="a registered pair or REFERENCE:CANDIDATE (default: the built-in pair)")
     ap.add_argument("--baseline", default="auto", help="a hub, 'auto' (last green nightly hub) or 'none'")
     ap.add_argument("--hub", type=Path, default=None, help="hub folder (default REPORTS/nightly-<UTC time>)")
     ap.add_argument("--skip-pytest", action="store_true", help="run only the report step")
     args = ap.parse_args(argv)
 
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    hub = args.hub or args.reports / f"nightly-{stamp}"
+    hub = args.hub or args.reports / f"{_prefix(args.pair)}{stamp}"
     if hub.exists() and (hub / "parity_report.json").exists():
         print(f"nightly: hub {hub} already holds a parity report; choose another --hub", file=sys.stderr)
         return 2
     hub.mkdir(parents=True, exist_ok=True)
     if args.baseline == "auto":
-        baseline = last_green(args.reports, exclude=hub)
+        baseline = last_green(args.reports, exclude=hub, pair=args.pair)
     elif args.baseline == "none":
         baseline = None
     else:
@@ -71,11 +81,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not args.skip_pytest:
         cmd = [sys.executable, "-m", "pytest", str(ROOT / "tests" / "parity"), "-k", "forward", "-q",
                "--suite", args.suite, "--junitxml", str(hub / "junit-pytest.xml"), "-p", "no:cacheprovider"]
+        if args.pair:
+            cmd += ["--pair", args.pair]
         print("nightly: " + " ".join(cmd), flush=True)
         codes.append(subprocess.call(cmd, cwd=ROOT))
     cmd = [sys.executable, "-m", "parity.report", "--hub", str(hub), "--junit", str(hub / "junit-report.xml")]
     if "--case" not in extra:  # explicit cases (e.g. a quick local check) replace the suite
         cmd += ["--suite", args.suite]
+    if args.pair:
+        cmd += ["--pair", args.pair]
     if baseline is not None:
         cmd += ["--baseline", str(baseline)]
     else:

@@ -41,7 +41,7 @@ imported to list the catalogue without a framework.
 from __future__ import annotations
 
 from .catalogue import FAULT_NAMES, FAULTS, applicable_cases, get_fault
-from .core import NETWORK_STAGES, Applies, Fault, UnknownFault, inject, inject_all, offsets_kind, snapshot
+from .core import NETWORK_STAGES, PATCHED_SIDE, Applies, Fault, UnknownFault, inject, inject_all, offsets_kind, snapshot
 
-__all__ = ["Applies", "FAULTS", "FAULT_NAMES", "Fault", "NETWORK_STAGES", "UnknownFault", "applicable_cases",
+__all__ = ["Applies", "FAULTS", "FAULT_NAMES", "Fault", "NETWORK_STAGES", "PATCHED_SIDE", "UnknownFault", "applicable_cases",
            "get_fault", "inject", "inject_all", "offsets_kind", "snapshot"]

@@ -17,6 +17,8 @@ from ..stages import BY_NAME, STAGE_NAMES
 
 #: Stages computed by the generator network; a fault with ``network=False`` leaves them alone.
 NETWORK_STAGES = ("latent", "amp", "phase")
+#: The side whose code the faults patch (a self-test of another pair runs its false-alarm check only).
+PATCHED_SIDE = "torch_impl"
 
 _MISSING = object()
 

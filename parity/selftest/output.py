@@ -48,6 +48,8 @@ def format_table(doc: Mapping[str, Any]) -> str:
             failed = "" if c["verdict"] == "pass" else f"  FAILED seeds {[x['seed'] for x in c['failures']]}"
             lines.append(f"  {c['case']:<28} worst margin {_fmt(c['worst_margin']):<9} at {c['worst_stage']} "
                          f"(seed {c['worst_seed']}){failed}")
+    if doc.get("faults_not_run"):
+        lines.append(f"faults not run: {doc['faults_not_run']}")
     t = doc["timings"]
     lines.append("")
     lines.append(f"selftest {doc['verdict'].upper()} in {t['total_s']:.1f} s (baseline {t['baseline_s']:.1f} s, "

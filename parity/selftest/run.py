@@ -138,14 +138,25 @@ def run_selftest(*, faults: Optional[Sequence[str]] = None, cases: Optional[Sequ
     t_start = time.perf_counter()
     pair = resolve_pair(pair)
     selected_cases = select_cases(cases, pair.cases)
+    not_run = None
+    if pair.candidate != fault_catalogue.PATCHED_SIDE and not only_false_alarm:
+        if faults:
+            raise UsageError(f"the fault catalogue patches the {fault_catalogue.PATCHED_SIDE} side; pair {pair.name}'s "
+                             f"candidate is {pair.candidate} (run --only-false-alarm for it)")
+        only_false_alarm = True  # the false-alarm check applies to any pair; the faults do not
+        not_run = (f"the fault catalogue patches the {fault_catalogue.PATCHED_SIDE} side, not {pair.candidate}: "
+                   f"only the false-alarm check ran")
+        progress(f"faults not run: {not_run}")
     selected_faults = [] if only_false_alarm else select_faults(faults, catalogue)
     faults_required = not cases or bool(faults)  # restricted cases: unrunnable faults are skipped
     tol = tolerances if tolerances is not None else load_tolerances()
     needed = [c for c in selected_cases if false_alarm_seeds > 0 or any(f.applicable(c) for f in selected_faults)]
     engine = Engine(pair, isolation=isolation, job_timeout=job_timeout or DEFAULT_JOB_TIMEOUT)
     try:
-        return _run(engine, pair, selected_cases, selected_faults, needed, faults_required, false_alarm_seeds, tol,
-                    isolation, progress, t_start)
+        doc = _run(engine, pair, selected_cases, selected_faults, needed, faults_required, false_alarm_seeds, tol,
+                   isolation, progress, t_start)
+        doc["faults_not_run"] = not_run
+        return doc
     finally:
         engine.close()
 

@@ -1,8 +1,10 @@
 """Session plumbing of the forward-parity suite.
 
-Each case runs once per test session (both backends, teacher forcing, comparison); the
+Each case runs once per test session (both sides, teacher forcing, comparison); the
 result and the reference capture are cached on disk under pytest's shared base temp
 folder, behind a file lock, so `pytest -n N` workers share one run per case.
+``--pair NAME`` (or REFERENCE:CANDIDATE) runs the suite on another registered pair: its cases,
+its stages and its own goldens (``golden_<pair>_<case>``).
 """
 from __future__ import annotations
 
@@ -12,30 +14,45 @@ from pathlib import Path
 
 import pytest
 
-from parity import cases
 from parity.capture import load_capture, save_capture
+from parity.pairs import PairError, resolve_pair
 from parity.results import CaseResult
 
 
 def pytest_addoption(parser):
-    parser.addoption("--suite", action="store", default="default", choices=list(cases.SUITES),
-                     help="parity suite to parametrise tests/parity over (default: default)")
+    parser.addoption("--suite", action="store", default="default",
+                     help="parity suite to parametrise tests/parity over (default: default; the pair's suites)")
+    parser.addoption("--pair", action="store", default=None,
+                     help="the pair the parity suite runs on: a registered pair name or REFERENCE:CANDIDATE "
+                          "(default: the built-in pair reference_tf:torch_impl)")
+
+
+def suite_pair(config):
+    spec = config.getoption("--pair")
+    try:
+        return resolve_pair(spec)
+    except PairError as exc:
+        raise pytest.UsageError(f"--pair: {exc}") from None
 
 
 def suite_cases(config):
-    return cases.suite(config.getoption("--suite"))
+    pair, suite = suite_pair(config), config.getoption("--suite")
+    if suite not in pair.cases.SUITES:
+        raise pytest.UsageError(f"--suite {suite!r} is not a suite of pair {pair.name}; its suites are "
+                                f"{list(pair.cases.SUITES)}")
+    return pair.cases.suite(suite)
 
 
 def pytest_generate_tests(metafunc):
-    names = [c.name for c in suite_cases(metafunc.config)]
     if "case_name" in metafunc.fixturenames:
+        pair = suite_pair(metafunc.config)
+        chosen = suite_cases(metafunc.config)
+        names = [c.name for c in chosen]
         marks = {c.name: ([pytest.mark.nightly, pytest.mark.slow] if "default" not in c.suites else [])
-                 for c in cases.suite("nightly")}
+                 for c in chosen}
         params = [pytest.param(n, marks=marks[n], id=n) for n in names]
         if "stage_name" in metafunc.fixturenames:
-            from parity.stages import STAGE_NAMES
-
-            params = [pytest.param(n, s, marks=marks[n], id=f"{n}-{s}") for n in names for s in STAGE_NAMES]
+            params = [pytest.param(n, s, marks=marks[n], id=f"{n}-{s}") for n in names for s in pair.stage_names]
             metafunc.parametrize(("case_name", "stage_name"), params)
         else:
             metafunc.parametrize("case_name", params)
@@ -44,8 +61,9 @@ def pytest_generate_tests(metafunc):
 class CaseCache:
     """One run per case per session, shared between xdist workers through files."""
 
-    def __init__(self, root: Path):
-        self.root = root
+    def __init__(self, root: Path, pair):
+        self.root = root / pair.name.replace(":", "-")
+        self.pair = pair
         self.root.mkdir(parents=True, exist_ok=True)
         self._memory = {}
 
@@ -61,7 +79,7 @@ class CaseCache:
             if not done.exists():
                 from parity.run import run_case
 
-                run = run_case(name, dtype=dtype)
+                run = run_case(name, dtype=dtype, pair=self.pair)
                 save_capture(folder / "reference.npz", run.reference)
                 tmp = folder / "result.json.partial"
                 tmp.write_text(json.dumps(run.result.to_dict()))
@@ -73,10 +91,16 @@ class CaseCache:
 
 
 @pytest.fixture(scope="session")
-def case_cache(tmp_path_factory, worker_id):
+def case_cache(tmp_path_factory, worker_id, request):
     base = tmp_path_factory.getbasetemp()
     shared = base.parent if worker_id != "master" else base
-    return CaseCache(shared / "parity-case-cache")
+    return CaseCache(shared / "parity-case-cache", suite_pair(request.config))
+
+
+@pytest.fixture(scope="session")
+def pair(request):
+    """The pair the parity suite runs on (--pair)."""
+    return suite_pair(request.config)
 
 
 @pytest.fixture(scope="session")

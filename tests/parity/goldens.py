@@ -29,10 +29,11 @@ def _parts(name: str, x: np.ndarray):
     return {"value": x.astype(np.float64)}
 
 
-def golden_arrays(capture_stages) -> Tuple[Dict[str, np.ndarray], Dict[str, dict]]:
+def golden_arrays(capture_stages, stage_list=None) -> Tuple[Dict[str, np.ndarray], Dict[str, dict]]:
+    """Golden statistics of every stage of ``stage_list`` (default: the built-in pair's)."""
     data: Dict[str, np.ndarray] = {}
     tolerances: Dict[str, dict] = {}
-    for st in stages.STAGES:
+    for st in (stage_list if stage_list is not None else stages.STAGES):
         x = np.asarray(capture_stages[st.name])
         scale = float(np.max(np.abs(x))) if x.size else 0.0
         for part, v in _parts(st.name, x).items():

@@ -28,10 +28,10 @@ def test_forward_stage(case_cache, case_name, stage_name):
                     pytrace=False)
 
 
-def test_forward_case(case_cache, case_name):
+def test_forward_case(case_cache, case_name, pair):
     result, reference = case_cache.get(case_name)
-    assert [s.name for s in result.stages] == list(stages.STAGE_NAMES)
-    assert list(reference.stages) == list(stages.STAGE_NAMES)
+    assert [s.name for s in result.stages] == list(pair.stage_names)
+    assert list(reference.stages) == list(pair.stage_names)
     assert not result.problems, result.problems
     if result.first_divergent_stage is not None:
         pytest.fail(messages.format_case_summary(result), pytrace=False)
@@ -47,11 +47,20 @@ def test_forward_float64(case_cache, case_name):
     assert max(s.rel_max for s in result.stages) <= 1e-10
 
 
-def test_forward_golden(case_cache, case_name, ndarrays_regression):
+def _golden_name(pair, case_name: str) -> str:
+    """``golden_<case>`` for the built-in pair (its goldens predate pairs), else
+    ``golden_<pair>_<case>``."""
+    return f"golden_{case_name}" if pair.name in BUILTIN_NAMES else f"golden_{pair.name.replace(':', '-')}_{case_name}"
+
+
+BUILTIN_NAMES = ("builtin", "reference_tf:torch_impl")
+
+
+def test_forward_golden(case_cache, case_name, ndarrays_regression, pair):
     _, reference = case_cache.get(case_name)
-    data, tolerances = golden_arrays(reference.stages)
+    data, tolerances = golden_arrays(reference.stages, pair.stages)
     try:
-        ndarrays_regression.check(data, basename=f"golden_{case_name}", tolerances=tolerances)
+        ndarrays_regression.check(data, basename=_golden_name(pair, case_name), tolerances=tolerances)
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{ACCEPT}") from None
 
@@ -71,10 +80,12 @@ class _NoRegen:
 
 
 @pytest.mark.parametrize("stage_name", ["amp", "canvas", "far_field_amp", "loss_nll"])
-def test_forward_golden_bites(case_cache, request, tmp_path, stage_name):
+def test_forward_golden_bites(case_cache, request, tmp_path, stage_name, pair):
     """Perturbing one reference stage by a relative 1e-4 fails the golden check for that stage.
 
     The check runs against a copy of the committed golden, never in regeneration mode."""
+    if pair.name not in BUILTIN_NAMES:
+        pytest.skip(f"checks the golden mechanism itself, on the built-in pair's n64_g2 (not on {pair.name})")
     _, reference = case_cache.get("n64_g2")
     golden = Path(__file__).with_suffix("") / "golden_n64_g2.npz"
     shutil.copy(golden, tmp_path / golden.name)
@@ -95,13 +106,15 @@ def test_forward_golden_bites(case_cache, request, tmp_path, stage_name):
 NUMBERS = Path(__file__).parent / "data" / "default_report_numbers.json"
 
 
-def test_forward_numbers_are_reproduced_bit_for_bit(case_cache, case_name):
+def test_forward_numbers_are_reproduced_bit_for_bit(case_cache, case_name, pair):
     """Every default case's verdict and, per stage, max_abs, rel_l2 and local error are the
     committed figures exactly (the default report is bitwise reproducible; a change of the
     harness's plumbing must not move a number). A deliberate change regenerates the file from
     a default report's parity_report.json."""
     import json
 
+    if pair.name not in BUILTIN_NAMES:
+        pytest.skip(f"the committed figures are the built-in pair's default report (not {pair.name}'s)")
     committed = json.loads(NUMBERS.read_text())["cases"]
     if case_name not in committed:
         pytest.skip(f"{case_name} is not a default case; the committed figures cover the default suite")

@@ -62,3 +62,17 @@ def test_planted_drift_fails_the_gate_and_auto_baseline_finds_the_last_green(gre
     import nightly
 
     assert nightly.last_green(reports, exclude=reports / "nightly-3") == reports / "nightly-1"
+
+
+def test_the_gate_on_another_pair(tmp_path):
+    """--pair runs both steps (the parity suite and the report) on that pair; its hubs are its own."""
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    cmd = [sys.executable, str(ROOT / "scripts" / "nightly.py"), "--reports", str(reports), "--suite", "default",
+           "--pair", "example", "--baseline", "auto", "--", "--no-figures", "-q"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (hub,) = reports.glob("nightly-example-*")
+    doc = json.loads((hub / "parity_report.json").read_text())
+    assert doc["pair"]["name"] == "example" and doc["verdict"] == "pass"
+    assert (hub / "junit-pytest.xml").is_file() and "--pair example" in proc.stdout

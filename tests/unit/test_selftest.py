@@ -149,3 +149,16 @@ def test_a_failing_reference_is_a_usage_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("parity.selftest: error: the reference failed: RuntimeError: this side cannot build")
     assert not (tmp_path / "hub").exists()
+
+
+def test_another_pair_runs_the_false_alarm_check_only(tmp_path, capsys):
+    """The fault catalogue patches torch_impl: for the example pair only the false-alarm check
+    runs (and says why); naming a fault for it is a usage error."""
+    hub = tmp_path / "hub"
+    assert selftest.main(["--hub", str(hub), "--pair", "example", "--false-alarm-seeds", "2", "--quiet"]) == 0
+    doc = json.loads((hub / "selftest.json").read_text())
+    assert doc["faults"] == [] and doc["false_alarm"]["runs"] == 4 and doc["false_alarm"]["verdict"] == "pass"
+    assert "patches the torch_impl side" in doc["faults_not_run"]
+    assert selftest.main(["--hub", str(tmp_path / "h2"), "--pair", "example", "--fault", "fftshift_missing",
+                          "--quiet"]) == 2
+    assert "the fault catalogue patches the torch_impl side" in capsys.readouterr().err
