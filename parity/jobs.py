@@ -14,7 +14,6 @@ self-test, false-alarm seeds) builds it once.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections import OrderedDict
@@ -72,14 +71,12 @@ class JobResult:
     exception: Optional[BaseException] = None  # in this process: what the forward raised (crash)
 
 
-def weights_digest(weights: Mapping[str, np.ndarray]) -> str:
-    """sha256 over names, dtypes, shapes and bytes of a weight set (order-independent)."""
-    h = hashlib.sha256()
-    for name in sorted(weights):
-        a = np.ascontiguousarray(weights[name])
-        h.update(f"{name}|{a.dtype.str}|{a.shape}\n".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()[:32]
+def weights_digest(arrays: Mapping[str, np.ndarray]) -> str:
+    """Digest of a weight set or batch (names, dtypes, shapes, bytes; parity.fixtures'
+    content hash), the key under which the pool hands it over once."""
+    from .fixtures import content_sha256
+
+    return content_sha256(arrays)[:32]
 
 
 _MODELS: "OrderedDict[tuple, Any]" = OrderedDict()

@@ -93,16 +93,6 @@ def new_hub_path(root: Path) -> Path:
     return path
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def write_json_atomic(path: Path, obj: Any, indent: Optional[int] = 1) -> None:
     """Strict JSON (NaN/Inf must already be encoded as strings; ``allow_nan=False`` checks it)."""
     write_bytes_atomic(path, (json.dumps(obj, indent=indent, allow_nan=False) + "\n").encode())
@@ -170,7 +160,7 @@ class Hub:
             info = self._marker_info()
             pid = info.get("pid")
             same_host = info.get("host") == socket.gethostname()
-            if isinstance(pid, int) and same_host and pid != os.getpid() and _pid_alive(pid):
+            if isinstance(pid, int) and same_host and pid != os.getpid() and marker_mod.pid_alive(pid):
                 raise HubError(f"hub {root} is being written by another run (pid {pid}, see {marker}); "
                                f"wait for it or choose another --hub")
             stale_ours = True

@@ -10,46 +10,19 @@ the tensor; several: a list, as Keras merge layers take them).
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
 from .declared import Built, DeclaredSide
+from .frameworks import TensorFlowFramework, tf as _tf
 from .keras_taps import find_layer, pick, tap_model
 from .tap_points import Recorder, framework_dirs
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-def _tf():
-    import tensorflow as tf
-
-    tf.get_logger().setLevel("ERROR")
-    return tf
-
-
-class KerasSide(DeclaredSide):
+class KerasSide(TensorFlowFramework, DeclaredSide):
     """Subclass and set ``name``, ``stage_list``, ``model``, ``inputs``, ``taps``, ``weights``."""
 
-    framework = "tensorflow"
     TAP_KINDS = ("layer", "function", "function_arg", "derived")
-
-    def versions(self) -> Dict[str, str]:
-        tf = _tf()
-        import keras
-
-        build = tf.sysconfig.get_build_info()
-        return {"tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__,
-                "cuda": str(build.get("cuda_version", "none")), "cudnn": str(build.get("cudnn_version", "none"))}
-
-    def devices(self) -> Dict[str, str]:
-        tf = _tf()
-        out = {"cpu": "CPU"}
-        for i, dev in enumerate(tf.config.list_physical_devices("GPU")):
-            out["cuda" if i == 0 else f"cuda:{i}"] = tf.config.experimental.get_device_details(dev).get(
-                "device_name", dev.name)
-        return out
 
     def determinism_flags(self) -> Dict[str, object]:
         tf = _tf()
@@ -59,19 +32,6 @@ class KerasSide(DeclaredSide):
                 "tf_tensor_float_32": bool(tf.config.experimental.tensor_float_32_execution_enabled()),
                 "tf_intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
                 "tf_inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads()}
-
-    def set_tf32(self, enabled: bool) -> None:
-        _tf().config.experimental.enable_tensor_float_32_execution(bool(enabled))
-
-    def _scope(self, device: str):
-        tf = _tf()
-        if device == "cpu":
-            return tf.device("/CPU:0")
-        if device.startswith("cuda"):
-            if not tf.config.list_physical_devices("GPU"):
-                raise RuntimeError(f"device {device!r} requested but TensorFlow sees no GPU")
-            return tf.device(f"/GPU:{device.split(':')[1] if ':' in device else '0'}")
-        raise ValueError(f"unknown device {device!r}; expected 'cpu' or 'cuda[:i]'")
 
     # ------------------------------------------------------------ framework parts
     def _make(self, factory, config, dtype, device):
@@ -84,7 +44,7 @@ class KerasSide(DeclaredSide):
         keras.config.set_floatx(dtype)  # keras.Input's default dtype
         keras.config.set_dtype_policy(dtype)  # the layers' variables and computations
         try:
-            with self._scope(device):
+            with self.device_scope(device):
                 net = factory(**config)
         finally:
             keras.config.set_dtype_policy(before[0])
@@ -113,7 +73,7 @@ class KerasSide(DeclaredSide):
                 resolve(tap.target, name)
 
     def _tensor(self, built: Built, array: np.ndarray) -> Any:
-        with self._scope(built.device):
+        with self.device_scope(built.device):
             return _tf().constant(np.ascontiguousarray(array))
 
     def _numpy(self, value: Any) -> Any:
@@ -124,7 +84,7 @@ class KerasSide(DeclaredSide):
     def _call(self, built: Built, native: List[Any], rec: Recorder) -> Dict[str, Any]:
         sub = built.extra["taps"]
         args = native[0] if len(native) == 1 else list(native)
-        with self._scope(built.device):
+        with self.device_scope(built.device):
             if sub is None:
                 built.net(args, training=False)
                 return {}
@@ -133,7 +93,7 @@ class KerasSide(DeclaredSide):
 
     def _force_layer(self, built: Built, name: str, tap, fed: List[Any]) -> Any:
         layer = find_layer(built.net, tap.target, name)
-        with self._scope(built.device):
+        with self.device_scope(built.device):
             out = layer(fed[0] if len(fed) == 1 else list(fed), training=False) if _takes_training(layer) else \
                 layer(fed[0] if len(fed) == 1 else list(fed))
         if tap.index is None:

@@ -13,34 +13,15 @@ from typing import Any, Dict, List, Tuple
 import numpy as np
 
 from .declared import Built, DeclaredSide
+from .frameworks import TorchFramework, torch as _torch
 from .tap_points import Recorder, TapError, framework_dirs
 from .torch_hooks import ModuleHooks, changed, find_module, snapshot, unheld
 
 
-def _torch():
-    import torch
-
-    return torch
-
-
-class TorchSide(DeclaredSide):
+class TorchSide(TorchFramework, DeclaredSide):
     """Subclass and set ``name``, ``stage_list``, ``model``, ``inputs``, ``taps``, ``weights``."""
 
-    framework = "torch"
     TAP_KINDS = ("module", "module_input", "function", "function_arg", "derived")
-
-    def versions(self) -> Dict[str, str]:
-        torch = _torch()
-        return {"torch": torch.__version__, "numpy": np.__version__, "cuda": str(torch.version.cuda or "none"),
-                "cudnn": str(torch.backends.cudnn.version() or "none")}
-
-    def devices(self) -> Dict[str, str]:
-        torch = _torch()
-        out = {"cpu": "CPU"}
-        if torch.cuda.is_available():
-            for i in range(torch.cuda.device_count()):
-                out["cuda" if i == 0 else f"cuda:{i}"] = torch.cuda.get_device_name(i)
-        return out
 
     def determinism_flags(self) -> Dict[str, object]:
         torch = _torch()
@@ -51,17 +32,10 @@ class TorchSide(DeclaredSide):
                 "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
                 "num_threads": torch.get_num_threads(), "num_interop_threads": torch.get_num_interop_threads()}
 
-    def set_tf32(self, enabled: bool) -> None:
-        torch = _torch()
-        torch.backends.cuda.matmul.allow_tf32 = bool(enabled)
-        torch.backends.cudnn.allow_tf32 = bool(enabled)
-        torch.set_float32_matmul_precision("high" if enabled else "highest")
-
     # ------------------------------------------------------------ framework parts
     def _make(self, factory, config, dtype, device):
         torch = _torch()
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise RuntimeError(f"device {device!r} requested but torch sees no CUDA device")
+        self.check_device(device)
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
         net = factory(**config)

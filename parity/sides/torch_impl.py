@@ -6,50 +6,21 @@ from typing import Dict, Mapping
 import numpy as np
 
 from .base import ForwardError, Side
+from .frameworks import TorchFramework
 
 
-class TorchImpl(Side):
+class TorchImpl(TorchFramework, Side):
     name = "torch_impl"
-    framework = "torch"
-
-    def versions(self) -> Dict[str, str]:
-        import torch
-
-        return {
-            "torch": torch.__version__,
-            "numpy": np.__version__,
-            "cuda": str(torch.version.cuda or "none"),
-            "cudnn": str(torch.backends.cudnn.version() or "none"),
-        }
-
-    def devices(self) -> Dict[str, str]:
-        import torch
-
-        out = {"cpu": "CPU"}
-        if torch.cuda.is_available():
-            for i in range(torch.cuda.device_count()):
-                out["cuda" if i == 0 else f"cuda:{i}"] = torch.cuda.get_device_name(i)
-        return out
 
     def determinism_flags(self) -> Dict[str, object]:
         from torch_impl.model import determinism_flags
 
         return determinism_flags()
 
-    def set_tf32(self, enabled: bool) -> None:
-        import torch
-
-        torch.backends.cuda.matmul.allow_tf32 = bool(enabled)
-        torch.backends.cudnn.allow_tf32 = bool(enabled)
-        torch.set_float32_matmul_precision("high" if enabled else "highest")
-
     def build(self, config, weights, dtype, device):
-        import torch
-
         from torch_impl import ForwardModel, ModelConfig
 
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise RuntimeError(f"device {device!r} requested but torch sees no CUDA device")
+        self.check_device(device)
         return ForwardModel(ModelConfig.from_dict(dict(config)), weights, dtype=dtype, device=device)
 
     def forward(self, model, inputs: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
