@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--baseline", type=Path, default=None, metavar="HUB",
                    help="an earlier hub: report per case and stage the error now vs then and flag growth")
     g.add_argument("--drift-factor", type=float, default=DEFAULT_DRIFT_FACTOR, metavar="F",
-                   help=f"flag a stage whose max |torch - TF| grew by more than F x (default {DEFAULT_DRIFT_FACTOR:g}); "
+                   help=f"flag a stage whose max |candidate - reference| grew by more than F x (default {DEFAULT_DRIFT_FACTOR:g}); "
                         f"flagged drift fails the run even if the stage passes")
     g.add_argument("--recheck", type=Path, default=None, metavar="SRC_HUB",
                    help="recompute the verdicts from SRC_HUB's stored captures under the tolerances given now; "

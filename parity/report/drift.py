@@ -1,9 +1,9 @@
 """Drift against a baseline report: per case and stage, the error now vs then.
 
-The error compared is ``max_abs`` (greatest |torch - TF| of the stage), independent of the
+The error compared is ``max_abs`` (greatest |candidate - reference| of the stage), independent of the
 tolerances in force, so a tolerance change is not mistaken for drift. The growth factor is
 
-    ratio = (now + floor) / (then + floor),   floor = eps(stage dtype) * max|TF| of the stage
+    ratio = (now + floor) / (then + floor),   floor = eps(stage dtype) * max|reference| of the stage
 
 so a stage that was exact (0) and now differs by a rounding error or two is not flagged, while
 one that grew tenfold above float round-off is. A stage is *flagged* when ``ratio > factor``,
@@ -96,6 +96,6 @@ def compare_to_baseline(cases: Sequence[Dict[str, Any]], baseline: Mapping[str, 
     return {
         "baseline": {"hub": baseline_path, "created": baseline.get("created"), "verdict": baseline.get("verdict")},
         "factor": factor, "metric": METRIC,
-        "floor": "eps(stage dtype) x max|TF| of the stage, added to both errors",
+        "floor": "eps(stage dtype) x max|reference| of the stage, added to both errors",
         "verdict": "fail" if flagged else "pass", "n_flagged": len(flagged), "flagged": flagged, "cases": per_case,
     }

@@ -1,11 +1,11 @@
 """The report's PNG figures.
 
-Per case: TF | torch | |difference| panels of the stages that matter, error / tolerance by
+Per case: reference | candidate | |difference| panels of the stages that matter, error / tolerance by
 stage, per-patch error, error histogram; per hub: the case x stage heat map and the patch grids
 of the default case. They are drawn with :mod:`parity.report.raster` (PIL, with matplotlib's
 colormaps, tick locator and font), ~0.2 s per case, where matplotlib Axes took ~1 s.
 
-Every figure has a title, colour bars with units, and one colour scale for the TF and torch
+Every figure has a title, colour bars with units, and one colour scale for the reference and candidate
 panels of a stage (same vmin/vmax), so the eye compares like with like. Patch grids show at
 most :data:`MAX_TILES` patches. Figures are written atomically (temporary file + rename).
 
@@ -21,12 +21,11 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from parity.messages import fmt
-from parity.stages import BY_NAME
 
 from .raster import Canvas, Plot, colour, nice_ticks
 
 MAX_TILES = 16
-#: Stages that get TF | torch | |difference| panels (plus a failing case's first divergent and
+#: Stages that get reference | candidate | |difference| panels (plus a failing case's first divergent and
 #: root-cause stages when those are images).
 FIGURE_STAGES = ("amp", "phase", "canvas", "exit_wave", "far_field_amp")
 #: Margins (error / tolerance) below this are drawn at this value on log axes.
@@ -176,10 +175,10 @@ def _raster_figure(path: Path, suptitle: str, rows: Sequence[Sequence[Dict[str, 
 
 
 def stage_figure(path: Path, title: str, stage: str, ref: np.ndarray, cand: np.ndarray,
-                 labels: Tuple[str, str] = ("TF", "torch")) -> None:
-    """TF | torch | |torch - TF| for one stage; complex stages get an amplitude and a phase row.
+                 labels: Tuple[str, str] = ("reference", "candidate")) -> None:
+    """reference | candidate | |candidate - reference| for one stage; complex stages get an amplitude and a phase row.
 
-    The TF and torch panels of a row share vmin/vmax; the difference panel has its own scale
+    The reference and candidate panels of a row share vmin/vmax; the difference panel has its own scale
     (0 .. its maximum over the shown tiles; down-sampled difference panels keep block maxima).
     """
     ref_t, names, what = tiles_of(ref)
@@ -198,7 +197,7 @@ def stage_figure(path: Path, title: str, stage: str, ref: np.ndarray, cand: np.n
         phase_c = mosaic([np.where(k, np.angle(c), np.nan) for k, c in zip(keep, c64)])
         dphi = mosaic([np.where(k, np.abs(np.angle(c * np.conj(r))), np.nan) for k, r, c in zip(keep, r64, c64)])
         amp_unit = unit if unit.startswith("|") else f"|{stage}| ({unit})"
-        rows.append(("amplitude", amp_r, amp_c, diff, amp_unit, "|torch - TF| (complex)",
+        rows.append(("amplitude", amp_r, amp_c, diff, amp_unit, "|candidate - reference| (complex)",
                      f"|{labels[1]} - {labels[0]}|"))
         rows.append(("phase", phase_r, phase_c, dphi, "phase (rad)", "|phase difference| (rad)", "|phase difference|"))
     else:
@@ -212,7 +211,7 @@ def stage_figure(path: Path, title: str, stage: str, ref: np.ndarray, cand: np.n
                 a, b = (np.log10(np.maximum(np.abs(x), top * 10.0 ** -floor)) for x in (a, b))
             unit = f"log10 {unit}"
         rows.append((None, a, b, mosaic([np.abs(c - r) for r, c in zip(r64, c64)]), unit,
-                     f"|torch - TF|, {UNITS.get(stage, 'a.u.')}", f"|{labels[1]} - {labels[0]}|"))
+                     f"|candidate - reference|, {UNITS.get(stage, 'a.u.')}", f"|{labels[1]} - {labels[0]}|"))
     panels = []
     for row, a, b, d, unit_label, dlabel, dname in rows:
         vmin, vmax = _limits(a, b)
@@ -222,11 +221,11 @@ def stage_figure(path: Path, title: str, stage: str, ref: np.ndarray, cand: np.n
         panels.append([
             dict(img=a, cmap="viridis", vmin=vmin, vmax=vmax, title=f"{prefix}{labels[0]} (reference)",
                  label=unit_label),
-            dict(img=b, cmap="viridis", vmin=vmin, vmax=vmax, title=f"{prefix}{labels[1]} (port)", label=unit_label),
+            dict(img=b, cmap="viridis", vmin=vmin, vmax=vmax, title=f"{prefix}{labels[1]} (candidate)", label=unit_label),
             dict(img=d, cmap="magma", vmin=0.0, vmax=dmax if dmax > 0 else 1.0, title=dtitle, label=dlabel, peak=True),
         ])
     sup = (f"{title}\nstage {stage}: {what}; one colour scale for {labels[0]} and {labels[1]}"
-           + ("\nphase drawn where |TF| > 1e-3 max|TF| (white elsewhere)" if iscomplex else "")
+           + ("\nphase drawn where |reference| > 1e-3 max|reference| (white elsewhere)" if iscomplex else "")
            + (f"\nvalues on a log10 scale, clipped {LOG_DECADES_SHOWN} decades below the maximum; difference linear"
               if stage in LOG_STAGES and not iscomplex else ""))
     _raster_figure(path, sup, panels)
@@ -272,8 +271,8 @@ def error_by_stage(path: Path, title: str, stages: Sequence[Mapping[str, Any]]) 
     p.xticks(x, names, rotate=35)
     p.frame(title, ylabel="error / tolerance (> 1 fails)")
     c.text(760 + _LEGEND_X, 300, f"values below {MARGIN_FLOOR:g} (e.g. exact: 0)\nare drawn at {MARGIN_FLOOR:g}", size=8)
-    entries = [("tolerance (error / tolerance = 1)", red, "dash"), ("end to end (torch vs TF)", blue, "o"),
-               ("local (teacher-forced:\nTF inputs into the torch stage)", orange, "^")]
+    entries = [("tolerance (error / tolerance = 1)", red, "dash"), ("end to end (candidate vs reference)", blue, "o"),
+               ("local (teacher-forced:\nreference inputs into the candidate stage)", orange, "^")]
     if any(failed):
         entries.append(("failing stage", red, "hollow-s"))
     p.legend(entries, 760 + _LEGEND_X, 40)
@@ -282,7 +281,7 @@ def error_by_stage(path: Path, title: str, stages: Sequence[Mapping[str, Any]]) 
 
 def patch_error_scatter(path: Path, title: str, patch_errors: Mapping[str, Mapping[str, Any]],
                         ref_max: Mapping[str, float]) -> None:
-    """Per-patch max |torch - TF| relative to the stage's max|TF|, one colour per stage."""
+    """Per-patch max |candidate - reference| relative to the stage's max|reference|, one colour per stage."""
     floor = 1e-12
     series = []
     for stage, pe in patch_errors.items():
@@ -305,13 +304,13 @@ def patch_error_scatter(path: Path, title: str, patch_errors: Mapping[str, Mappi
         p.markers([k + off for k in range(len(v))], list(v), shape, col, 6)
         entries.append((stage, col, shape))
     p.frame(title, xlabel="patch index b * C + c (C|K patches per group)",
-            ylabel=f"max |torch - TF| in a patch / max|TF| of the stage (0 at {floor:g})")
+            ylabel=f"max |candidate - reference| in a patch / max|reference| of the stage (0 at {floor:g})")
     p.legend(entries, 800 + _LEGEND_X, 40)
     c.save(path)
 
 
 def histogram_data(ref: np.ndarray, cand: np.ndarray) -> Dict[str, Any]:
-    """log10(|torch - TF| / max|TF|) of the nonzero differences, and how many are exactly 0."""
+    """log10(|candidate - reference| / max|reference|) of the nonzero differences, and how many are exactly 0."""
     r = np.asarray(ref)
     c = np.asarray(cand)
     wide = np.complex128 if (r.dtype.kind == "c" or c.dtype.kind == "c") else np.float64
@@ -350,7 +349,7 @@ def error_histogram(path: Path, title: str, data: Mapping[str, Mapping[str, Any]
         col = colour(f"C{i % 10}")
         p.stairs(list(h), list(edges), col)
         entries.append((f"{stage} ({100 * zero:.0f}% exactly 0)", col, "line"))
-    p.frame(title, xlabel="log10(|torch - TF| / max|TF| of the stage)", ylabel="fraction of the stage's elements")
+    p.frame(title, xlabel="log10(|candidate - reference| / max|reference| of the stage)", ylabel="fraction of the stage's elements")
     p.legend(entries, 800 + _LEGEND_X, 40)
     c.save(path)
 
@@ -462,18 +461,23 @@ def patch_grid(path: Path, title: str, amp: np.ndarray, phase: np.ndarray, amp_s
     a = mosaic([np.asarray(t, np.float64) / scale for t in a_tiles])
     p = mosaic([np.asarray(t, np.float64) for t in p_tiles])
     panels = [[
-        dict(img=a, cmap="viridis", vmin=0.0, vmax=max(1.0, float(np.nanmax(a))), title="amplitude / max|amp of TF|",
-             label="normalised amplitude (1 = TF max)"),
+        dict(img=a, cmap="viridis", vmin=0.0, vmax=max(1.0, float(np.nanmax(a))), title="amplitude / max|amp of the reference|",
+             label="normalised amplitude (1 = reference max)"),
         dict(img=p, cmap="viridis", vmin=phase_limits[0], vmax=phase_limits[1], title="phase", label="phase (rad)"),
     ]]
-    _raster_figure(path, f"{title}\n{what}; both backends drawn on the same scales (TF's)", panels)
+    _raster_figure(path, f"{title}\n{what}; both sides drawn on the same scales (the reference's)", panels)
 
 
-def figure_stages(result_stages: Sequence[Any], first_divergent: Optional[str], root_cause: Optional[str]) -> List[str]:
-    """FIGURE_STAGES plus a failing case's first divergent / root-cause stage, when they are images."""
-    names = list(FIGURE_STAGES)
+def figure_stages(result_stages: Sequence[Any], first_divergent: Optional[str], root_cause: Optional[str],
+                  stage_list: Any = None) -> List[str]:
+    """FIGURE_STAGES (another pair: its first five image stages) plus a failing case's first
+    divergent / root-cause stage, when they are images."""
+    from parity.stages import BUILTIN
+
+    sl = stage_list if stage_list is not None else BUILTIN
+    names = list(FIGURE_STAGES) if sl.names == BUILTIN.names else [s.name for s in sl if s.spatial][:5]
     for extra in (first_divergent, root_cause):
-        st = BY_NAME.get(extra or "")
+        st = sl.by_name.get(extra or "")
         if st is not None and st.spatial and extra not in names:
             names.append(extra)
     present = {getattr(s, "name", None) for s in result_stages}

@@ -86,7 +86,8 @@ def _capture_paths(key: str, sides: Dict[str, str], roles) -> Dict[str, str]:
 def _job(plan: Plan, rec: CaseRecord, captures: Dict[str, Capture], copy: Dict[str, str],
          patch_grids: bool) -> CaseJob:
     res = rec.result
-    stages = figure_stages(res.stages, res.first_divergent_stage, res.root_cause_stage) if res is not None else []
+    stages = figure_stages(res.stages, res.first_divergent_stage, res.root_cause_stage,
+                           plan.engine.pair.stage_list) if res is not None else []
     return CaseJob(hub=str(plan.hub.root), key=rec.key, title=_title(rec), result=res, captures=captures, copy=copy,
                    paths=dict(rec.captures), figures=plan.options.figures, figure_stages=tuple(stages),
                    patch_grids=patch_grids, labels=_labels(rec))
