@@ -168,20 +168,19 @@ class Engine:
         pending = list(plan.comparisons)
         started = set()
         while pending:
-            while pending and state.decided(pending[0]):
-                out = state.outcome(pending.pop(0))
-                outcomes.append(out)
-                if on_outcome is not None:
-                    on_outcome(out)
-            if not pending:
-                break
-            for c in pending[: self.lookahead]:
+            for c in pending[: self.lookahead]:  # first keep the workers busy ...
                 for key in c.nodes:
                     if state.dispatch(key) and c.key not in started:
                         started.add(c.key)
                         if on_start is not None:
                             on_start(c)
-            if not state.running and not any(state.decided(c) for c in pending[: self.lookahead]):
+            if state.decided(pending[0]):  # ... then compare here while they work
+                out = state.outcome(pending.pop(0))
+                outcomes.append(out)
+                if on_outcome is not None:
+                    on_outcome(out)
+                continue
+            if not state.running:
                 for c in pending[: self.lookahead]:  # nothing can move: fail what waits on a lost node
                     for key in c.nodes:
                         state.fail_blocked(key)
