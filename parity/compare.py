@@ -48,6 +48,11 @@ def _unpack(x: Any, what: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     raise TypeError(f"{what} must be a Capture or a dict stage -> array, got {type(x).__name__}")
 
 
+def _side_of(meta: Mapping[str, Any]) -> Any:
+    """The side a capture came from (``backend`` in captures written before sides had names)."""
+    return meta.get("side", meta.get("backend"))
+
+
 def _stage_order(stages: Optional[Sequence[str]], sl: StageList) -> List[str]:
     if stages is None:
         return list(sl.names)
@@ -191,7 +196,7 @@ def compare(reference: Any, candidate: Any, tolerances: Any, *, case: str = "", 
     tol_for.check_covers(order)
 
     res = CaseResult(name=case, verdict="pass", dtype=tol_for.dtype, device=device,
-                     backends={"reference": ref_meta.get("backend"), "candidate": cand_meta.get("backend")},
+                     backends={"reference": _side_of(ref_meta), "candidate": _side_of(cand_meta)},
                      meta={"reference": ref_meta, "candidate": cand_meta},
                      patch_stats={"reference": {}, "candidate": {}})
     upstream_failed = False  # whether a stage before this one failed end to end

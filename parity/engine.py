@@ -22,7 +22,7 @@ from .capture import load_capture
 from .compare import compare
 from .jobs import Job, JobResult, execute, weights_digest
 from .pairs import Pair, resolve_pair
-from .plan import (TOLERANCE_MODES, Comparison, NoiseFloor, Outcome, Plan, Run, Stored, _role_of,  # noqa: F401
+from .plan import (TOLERANCE_MODES, Comparison, NoiseFloor, Outcome, Plan, Run, Stored, role_of,  # noqa: F401
                    uses_noise_floor)
 from .pool import DEFAULT_JOB_TIMEOUT, JobError, WorkerPool
 from .sides import SideUnavailable
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 ISOLATIONS = ("inprocess", "workers", "subprocess")
 
-__all__ = ["Comparison", "Engine", "ISOLATIONS", "InProcess", "NoiseFloor", "Outcome", "Plan", "Pooled", "Run",
+__all__ = ["Comparison", "Engine", "ISOLATIONS", "InProcess", "NoiseFloor", "Outcome", "Plan", "Pooled", "Run", "role_of",
            "Stored", "TOLERANCE_MODES", "uses_noise_floor"]
 
 
@@ -298,7 +298,7 @@ class _State:
         roles, by_key = {}, {}
         for key in c.nodes:
             if key in self.outputs:
-                roles[_role_of(c, key)] = by_key[key] = self.outputs[key]
+                roles[role_of(key)] = by_key[key] = self.outputs[key]
         failed = [self.failed[k] for k in c.nodes if k in self.failed]
         out = Outcome(comparison=c, result=None, outputs=roles, nodes=by_key)
         out.timings["prepare_s"] = self.prepare_s.get(c.case, 0.0)

@@ -173,7 +173,6 @@ def _execute(job: Job) -> JobResult:
     meta = {
         "side": job.side,
         "framework": side.framework,
-        "backend": job.side,  # what CaseResult.backends reports per role
         "case": job.case,
         "dtype": job.dtype,
         "device": job.device,

@@ -193,7 +193,7 @@ class Outcome:
         c = self.comparison
         if c.local is None:
             return None
-        out = self.outputs.get(_role_of(c, c.local))
+        out = self.outputs.get(role_of(c.local))
         if out is None:
             return None
         return out.local if c.local == c.candidate else out.capture.stages
@@ -202,5 +202,6 @@ class Outcome:
         return self.result is not None and bool(self.result)
 
 
-def _role_of(c: Comparison, key: str) -> str:
+def role_of(key: str) -> str:
+    """The role a node key names (``reference:...``, ``stored:candidate:...``)."""
     return key.split(":", 2)[1] if key.startswith("stored:") else key.split(":", 1)[0]

@@ -149,7 +149,7 @@ class CaseResult:
     root_cause (needs ``local``); ``problems``: structural problems as sentences;
     ``patch_stats``: ``{"reference"|"candidate": {stage: parity.stats.patches.patch_stats(...)}}``;
     ``patch_errors``: ``{stage: parity.stats.patches.patch_errors(...)}``; ``backends``:
-    ``{"reference"|"candidate": meta["backend"]}``; ``dtype``/``device``: what the tolerances
+    ``{"reference"|"candidate": meta["side"]}`` (``meta["backend"]`` in older captures); ``dtype``/``device``: what the tolerances
     were resolved for (``dtype`` None: per stage from the candidate's dtype).
     """
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from parity.capture import Capture
-from parity.engine import Comparison, Engine, NoiseFloor, Outcome, Stored, uses_noise_floor
+from parity.engine import Comparison, Engine, NoiseFloor, Outcome, Stored, role_of, uses_noise_floor
 
 from . import hub as hub_mod
 from .artifacts import ArtifactWriter, CaseJob
@@ -261,7 +261,7 @@ def _recheck_cases(plan: Plan, progress: Optional[Progress], writer: ArtifactWri
         else:
             rec.result = o.result
             rec.tolerance_mode = o.result.meta["tolerance_mode"]
-            ref, cand = o.outputs[_role(o.comparison.reference)].capture, o.outputs["candidate"].capture
+            ref, cand = o.outputs[role_of(o.comparison.reference)].capture, o.outputs["candidate"].capture
             rec.backends = {"reference": _meta(ref), "candidate": _meta(cand)}
             rec.captures = {role: f"{hub_mod.CAPTURES}/{rec.key}/{Path(p).name}" for role, p in sc.files.items()}
             copy = {role: str(p) for role, p in sc.files.items()}  # linked (or, in place, only listed)
@@ -275,7 +275,3 @@ def _recheck_cases(plan: Plan, progress: Optional[Progress], writer: ArtifactWri
 
     engine.run(eplan, on_outcome=decided, on_start=started)
     return records
-
-
-def _role(key: str) -> str:
-    return key.split(":", 2)[1]

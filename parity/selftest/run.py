@@ -20,17 +20,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 from .. import faults as fault_catalogue
 from ..engine import Engine, Outcome
 from ..tolerances import ToleranceTable, load_tolerances
-from .output import SCHEMA, SCHEMA_VERSION, UsageError
+from .output import SCHEMA, SCHEMA_VERSION, UsageError, _fmt
 from .verdicts import _finite_or_none, _largest_local, _worst_margin, summarise_fault, summary_row
 
 DEFAULT_SEEDS = 20
 Progress = Callable[[str], None]
-
-
-def _fmt(x) -> str:
-    from .output import _fmt as f
-
-    return f(x)
 
 
 def select_cases(names: Optional[Sequence[str]], cases=None) -> List[Any]:
