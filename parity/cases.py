@@ -203,6 +203,11 @@ def check_case_files(cases) -> None:
             weights_seen.add((case.weights, case.fixture, case.model))
 
 
+def config_of(case: Case) -> Dict[str, object]:
+    """The case's config dict (what :func:`prepare` gives the sides), without loading anything."""
+    return case.config.to_dict()
+
+
 def prepare(case: Case) -> Tuple[Dict[str, object], Dict[str, np.ndarray], Dict[str, np.ndarray]]:
     """(config dict, neutral weights, canonical inputs) of a case.
 

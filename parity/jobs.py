@@ -187,6 +187,9 @@ def _execute(job: Job) -> JobResult:
         "model_cached": cached,
         "stage_names": [name for name, _ in job.graph],
     }
+    given = side.given(dict(job.config), job.dtype)
+    if given is not None:
+        meta["given"] = given
     meta.update({k: v for k, v in side.capture_meta().items() if k not in meta})
     if crash is not None:
         meta["crash"] = crash

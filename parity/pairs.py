@@ -81,6 +81,19 @@ class Pair:
             out["origin"] = self.origin
         return out
 
+    def refusals(self, cases) -> Dict[str, Dict[str, str]]:
+        """case name -> {side: reason} for the cases a side cannot express (Side.refuses)."""
+        out: Dict[str, Dict[str, str]] = {}
+        classes = {side: side_registry.side_class(side) for side in dict.fromkeys((self.reference, self.candidate))}
+        config_of = getattr(self.cases, "config_of", None)
+        for case in cases:
+            config = dict(config_of(case) if config_of is not None else self.prepare(case)[0])
+            for side, cls in classes.items():
+                reason = cls.refuses(config, case.dtype)
+                if reason:
+                    out.setdefault(case.name, {})[side] = str(reason)
+        return out
+
     def with_sides(self, reference: str, candidate: str) -> "Pair":
         return check_pair(replace(self, name=f"{reference}:{candidate}", reference=reference, candidate=candidate))
 

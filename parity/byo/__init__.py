@@ -22,10 +22,10 @@ from ..sides.tap_points import TapError
 from .cases import SeededCases, case
 from .declare import declare_pair, stage
 from .layouts import COMPLEX, NHWC, LayoutError, complex_from, drop, scale, select, transpose, unflatten
-from .taps import crop, derived, function, layer, module, module_input, square
+from .taps import crop, derived, function, layer, layer_input, module, module_input, square
 from .weights import WeightMap, WeightMapError, conv2d_weights, hwio_to_oihw, io_to_oi, transposed
 
 __all__ = ["COMPLEX", "DeclarationError", "KerasSide", "LayoutError", "NHWC", "NotForced", "SeededCases",
            "TapError", "TorchSide", "WeightMap", "WeightMapError", "case", "complex_from", "conv2d_weights", "crop",
-           "declare_pair", "derived", "drop", "function", "hwio_to_oihw", "io_to_oi", "layer", "module",
+           "declare_pair", "derived", "drop", "function", "hwio_to_oihw", "io_to_oi", "layer", "layer_input", "module",
            "module_input", "scale", "select", "square", "stage", "transpose", "transposed", "unflatten"]

@@ -28,7 +28,7 @@ from typing import Any, Callable, Optional, Tuple, Union
 from .layouts import Layout, describe, layout as as_layout
 
 Index = Union[None, int, str, Tuple[int, ...]]
-KINDS = ("layer", "module", "module_input", "function", "function_arg", "derived")
+KINDS = ("layer", "layer_input", "module", "module_input", "function", "function_arg", "derived")
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class Tap:
     def describe(self) -> str:
         if self.derived:
             return f"derived by {getattr(self.fn, '__name__', 'a function')}"
-        what = {"layer": "output of layer", "module": "output of module", "module_input": "input of module",
+        what = {"layer": "output of layer", "layer_input": "input of layer", "module": "output of module", "module_input": "input of module",
                 "function": "return value of function", "function_arg": "argument of function"}[self.kind]
         idx = "" if self.index is None else f" [{self.index}]"
         call = "" if self.call is None else f" (call {self.call})"
@@ -103,11 +103,29 @@ def _name(target: Any, what: str) -> str:
     return target.strip()
 
 
+#: ``Tap.feed`` of a layer tap whose layer takes its inputs as a list, even a single one.
+AS_LIST = ("as_list",)
+
+
 def layer(name: str, index: Any = None, *, layout: Any = None, call: Optional[int] = None, force: bool = True,
-          reason: str = "") -> Tap:
-    """The output of the Keras layer ``name`` (``index``: which output of a multi-output layer)."""
-    return Tap("layer", _name(name, "layer()"), _index(index, "layer()"), as_layout(layout), call, force=force,
-               reason=reason)
+          reason: str = "", as_list: bool = False) -> Tap:
+    """The output of the Keras layer ``name`` (``index``: which output of a multi-output layer).
+    ``as_list``: teacher forcing calls the layer with a list of the stage's inputs even when
+    there is one (a layer whose ``call`` unpacks ``x, = inputs``)."""
+    return Tap("layer", _name(name, "layer()"), _index(index, "layer()"), as_layout(layout), call,
+               feed=AS_LIST if as_list else None, force=force, reason=reason)
+
+
+def layer_input(name: str, index: int = 0, *, layout: Any = None, call: Optional[int] = None,
+                reason: str = "") -> Tap:
+    """Input ``index`` of the Keras layer ``name``: for a value that no named layer outputs (an
+    operator such as ``x1 + x2`` in a functional model). Not teacher-forced: nothing in a Keras
+    graph can be replaced where it is produced."""
+    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+        raise ValueError(f"layer_input({name!r}, index={index!r}): the index is an input position (0, 1, ...)")
+    return Tap("layer_input", _name(name, "layer_input()"), index, as_layout(layout), call, force=False,
+               reason=reason or f"input {index} of Keras layer {name!r}: a Keras graph has nowhere to put another "
+                                f"value of it")
 
 
 def module(path: str, index: Any = None, *, layout: Any = None, call: Optional[int] = None, feed: Any = None,
@@ -174,4 +192,5 @@ def crop(size: int) -> Callable[[Any], Any]:
     return centre_crop
 
 
-__all__ = ["KINDS", "Tap", "crop", "derived", "function", "layer", "module", "module_input", "square"]
+__all__ = ["KINDS", "Tap", "crop", "derived", "function", "layer", "layer_input", "module", "module_input",
+           "square"]

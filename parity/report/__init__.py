@@ -225,6 +225,9 @@ def _finish(plan: Plan, records: List[CaseRecord], created: str, t_start: float,
                     **run_timings},
         "files": D.fixed_files(str(o.junit) if o.junit else None),
     }
+    refused = plan.refused or (plan.source or {}).get("not_expressible")
+    if refused:  # cases a side cannot express: not run, not failed, listed with the reason
+        doc["not_expressible"] = {name: dict(why) for name, why in refused.items()}
     artifacts = list(hub.written) + [hub_mod.INDEX_HTML] + ([junit_rel] if junit_rel else []) + [hub_mod.REPORT_JSON]
     doc["artifacts"] = list(dict.fromkeys(artifacts))
     hub.write_text(hub_mod.INDEX_HTML, html.render(doc))

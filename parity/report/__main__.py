@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the two sides to compare, reference first (default: reference_tf:torch_impl; sides: "
                         f"{', '.join(side_names())}); any side may take either role, or both; or the name of a "
                         "registered pair (e.g. example)")
+    g.add_argument("--upstream", default=None, metavar="PATH",
+                   help="a PtychoPINN checkout (the folder holding ptycho/ and ptycho_torch/) for the sides ptycho "
+                        "and ptycho_torch; default: the environment variable PARITY_PTYCHOPINN")
     g.add_argument("--pair-from", default=None, metavar="MODULE:OBJECT",
                    help="a pair of your own: a parity.pairs.Pair, or a function returning one, imported from "
                         "MODULE (see docs/pairs.md; a pair your package registers under the entry point group "
@@ -283,6 +286,8 @@ def summary_table(doc: dict, verbose: int = 0, quiet: bool = False) -> str:
         elif failing:
             lines.append(f"{c['key']}: {len(failing)} failing stage(s): " + ", ".join(
                 f"{s['name']} ({_shown(s)})" for s in failing))
+    for name, why in (doc.get("not_expressible") or {}).items():
+        lines.append(f"{name}: not run, the pair cannot express it: " + "; ".join(f"{k}: {v}" for k, v in why.items()))
     for d in doc.get("devices", []):
         if d["status"] != "available":
             lines.append(f"device {d['device']}: unavailable ({d.get('reason')})")
@@ -337,8 +342,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 return 2
         for c in listed.CASES.values():
             print(f"{c.name:<24} {c.dtype:<8} suites: {','.join(c.suites):<8} {c.covers}")
-        print(f"suites: default ({len(listed.suite('default'))} cases), "
-              f"nightly ({len(listed.suite('nightly'))} cases)")
+        print("suites: " + ", ".join(f"{name} ({len(listed.suite(name))} cases)"
+                                     for name in getattr(listed, "SUITES", ("default", "nightly"))))
         return 0
     clock, t0 = "main() call", started
     if as_program:
@@ -351,6 +356,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ValueError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+    if args.upstream is not None:
+        from parity.upstream import checkout
+
+        try:  # the workers inherit the setting
+            os.environ[checkout.ENV] = str(checkout.locate(args.upstream))
+        except checkout.CheckoutMissing as exc:
+            print(f"{PROG}: error: {exc}", file=sys.stderr)
+            return 2
     options = ReportOptions(
         hub=args.hub, suite=args.suite, cases=tuple(args.cases), devices=devices, dtype=args.dtype,
         tolerances=args.tolerances, tolerance_mode=args.tolerance_mode, noise_floor_k=args.noise_floor_k,

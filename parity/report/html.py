@@ -224,6 +224,7 @@ def render(doc: Mapping[str, Any]) -> str:
 <p>Devices:</p><ul>{devices}</ul>
 <p>{' | '.join(l for l in links if l)}</p>
 {_device_matrix(doc.get('device_matrix'))}
+{_refused(doc.get('not_expressible'))}
 <h2>Cases x stages</h2>
 {_case_table(doc.get('cases', []), (doc.get('pair') or {}).get('stages') or STAGE_NAMES)}
 {summary_img}
@@ -241,6 +242,14 @@ def render(doc: Mapping[str, Any]) -> str:
 </body></html>
 """
     return body
+
+
+def _refused(refused: Optional[Mapping[str, Any]]) -> str:
+    if not refused:
+        return ""
+    rows = "".join(f"<li><b>{_e(name)}</b>: " + "; ".join(f"{_e(k)}: {_e(v)}" for k, v in why.items()) + "</li>"
+                   for name, why in refused.items())
+    return f"<h2>Cases the pair cannot express (not run)</h2><ul>{rows}</ul>"
 
 
 def _pretty(obj: Any) -> str:

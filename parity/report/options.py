@@ -103,6 +103,7 @@ class Plan:
     source_cases: List[SourceCase] = field(default_factory=list)
     in_place: bool = False
     engine: Any = None  # parity.engine.Engine of the pair (its workers serve the whole report)
+    refused: Dict[str, Dict[str, str]] = field(default_factory=dict)  # case -> {side: why it cannot express it}
     busy_s: Optional[float] = None  # wall time during which a side was working (set by the runner)
 
     @property
@@ -255,6 +256,11 @@ def make_plan(opts: ReportOptions) -> Plan:
     if opts.pair is not None and opts.pair_from is not None:
         raise _fail("give either --pair or --pair-from, not both")
     pair = pair_option(*(_source_pair(opts.recheck) if recheck else (opts.pair, opts.pair_from)))
+    if not recheck:
+        for side in dict.fromkeys((pair.reference, pair.candidate)):
+            problem = side_class(side).setup_problem()
+            if problem:
+                raise _fail(f"side {side}: {problem}")
     tol_path = Path(opts.tolerances) if opts.tolerances is not None else None
     try:
         table = load_tolerances(tol_path, stages=pair.stage_names)
@@ -272,7 +278,7 @@ def make_plan(opts: ReportOptions) -> Plan:
     if opts.junit is not None:
         _check_writable_file(Path(opts.junit), "--junit")
 
-    source, source_cases, cases, suite = None, [], [], None
+    source, source_cases, cases, suite, refused = None, [], [], None, {}
     if recheck:
         mode = opts.tolerance_mode
         source, source_cases = _load_source(opts, mode)
@@ -288,6 +294,13 @@ def make_plan(opts: ReportOptions) -> Plan:
         suite = (source.get("config") or {}).get("suite")
     else:
         cases, suite = _resolve_cases(opts, pair.cases)
+        refused = pair.refusals(cases)
+        if refused and len(refused) == len(cases):
+            first = next(iter(refused.items()))
+            raise _fail(f"no case of {'--case' if opts.cases else 'suite ' + repr(suite)} can be expressed by the "
+                        f"pair {pair.spec}: {len(refused)} refused (e.g. {first[0]}: "
+                        f"{'; '.join(f'{k}: {v}' for k, v in first[1].items())})")
+        cases = [c for c in cases if c.name not in refused]
         _check_input_files(cases, pair.cases)
         mode = opts.tolerance_mode
         isolation = opts.isolation or DEFAULT_ISOLATION
@@ -324,7 +337,7 @@ def make_plan(opts: ReportOptions) -> Plan:
     return Plan(options=opts, hub=hub, earlier=earlier, mode="recheck" if recheck else "run", cases=cases,
                 devices=devices, table=table, tolerance_path=tol_path, tolerance_mode=mode, isolation=isolation,
                 suite=suite, baseline=baseline, source=source, source_cases=source_cases, in_place=in_place,
-                engine=engine)
+                engine=engine, refused=refused if not recheck else {})
 
 
 def _source_pair(src: Path) -> Tuple[Optional[str], Optional[str]]:
@@ -335,6 +348,12 @@ def _source_pair(src: Path) -> Tuple[Optional[str], Optional[str]]:
     except (hub_mod.HubError, OSError, ValueError):
         return None, None
     return (pair.get("name"), pair.get("origin")) if isinstance(pair, dict) else (None, None)
+
+
+def side_class(name: str):
+    from parity.sides import side_class as find
+
+    return find(name)
 
 
 def pair_option(spec: Optional[str], pair_from: Optional[str] = None):

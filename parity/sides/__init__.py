@@ -16,6 +16,9 @@ from .base import ForwardError, Side, SideUnavailable
 BUILTIN_SIDES: Dict[str, str] = {
     "reference_tf": "parity.sides.reference_tf:ReferenceTF",
     "torch_impl": "parity.sides.torch_impl:TorchImpl",
+    # upstream PtychoPINN, run from the user's checkout (--upstream PATH / PARITY_PTYCHOPINN)
+    "ptycho": "parity.upstream.ptycho_tf:Ptycho",
+    "ptycho_torch": "parity.upstream.ptycho_torch:PtychoTorch",
 }
 _REGISTRY: Dict[str, str] = dict(BUILTIN_SIDES)
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")

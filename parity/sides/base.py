@@ -66,6 +66,25 @@ class Side(abc.ABC):
         A forward that raises part-way may raise :class:`ForwardError` carrying the stages it
         produced before the failure (the harness then names the stage that failed)."""
 
+    @classmethod
+    def refuses(cls, config: Dict[str, object], dtype: str) -> Optional[str]:
+        """Why this side cannot express a case (its config and dtype), or None. A refused case
+        is not run and not approximated: the report lists it with the reason. Must not import
+        the framework (the harness asks before any worker starts)."""
+        return None
+
+    @classmethod
+    def setup_problem(cls) -> Optional[str]:
+        """What this side needs that is missing before any case can run (e.g. a checkout of the
+        user's code that no setting names), or None. Asked before any worker starts; must not
+        import the framework."""
+        return None
+
+    def given(self, config: Dict[str, object], dtype: str) -> Optional[Dict[str, object]]:
+        """What this side was given for the case, where it translates the case config into a
+        configuration of its own (plain JSON; recorded in the capture's meta as ``given``)."""
+        return None
+
     def capture_meta(self) -> Dict[str, object]:
         """Extra entries for the capture's meta (e.g. how each stage was tapped); plain JSON."""
         return {}

@@ -22,7 +22,7 @@ from .tap_points import Recorder, framework_dirs
 class KerasSide(TensorFlowFramework, DeclaredSide):
     """Subclass and set ``name``, ``stage_list``, ``model``, ``inputs``, ``taps``, ``weights``."""
 
-    TAP_KINDS = ("layer", "function", "function_arg", "derived")
+    TAP_KINDS = ("layer", "layer_input", "function", "function_arg", "derived")
 
     def determinism_flags(self) -> Dict[str, object]:
         tf = _tf()
@@ -64,7 +64,7 @@ class KerasSide(TensorFlowFramework, DeclaredSide):
                 v.assign(np.asarray(arrays[v.path], dtype=v.dtype))
 
     def _prepare(self, built: Built) -> None:
-        layers = {n: t for n, t in self.taps.items() if t.kind == "layer"}
+        layers = {n: t for n, t in self.taps.items() if t.kind in ("layer", "layer_input")}
         built.extra["taps"], built.extra["where"] = tap_model(built.net, layers)
         for name, tap in self.taps.items():
             if tap.kind in ("function", "function_arg"):
@@ -92,10 +92,12 @@ class KerasSide(TensorFlowFramework, DeclaredSide):
         return pick(list(out) if isinstance(out, (list, tuple)) else [out], built.extra["where"])
 
     def _force_layer(self, built: Built, name: str, tap, fed: List[Any]) -> Any:
+        from ..byo.taps import AS_LIST
+
         layer = find_layer(built.net, tap.target, name)
+        args = fed[0] if len(fed) == 1 and tap.feed != AS_LIST else list(fed)
         with self.device_scope(built.device):
-            out = layer(fed[0] if len(fed) == 1 else list(fed), training=False) if _takes_training(layer) else \
-                layer(fed[0] if len(fed) == 1 else list(fed))
+            out = layer(args, training=False) if _takes_training(layer) else layer(args)
         if tap.index is None:
             return out
         if isinstance(tap.index, tuple):

@@ -135,21 +135,54 @@ class DeclaredSide(Side):
 
     _copying = False  # snapshots copy what they capture (the second run of a forward found stale)
 
+    # ------------------------------------------------------------ hooks a declaration may override
+    @classmethod
+    def taps_for(cls, config: Dict[str, Any]) -> Mapping[str, Tap]:
+        """The taps of a model built from ``config`` (default: the class's ``taps``); override
+        where a target's name depends on the config (a layer named by its creation order).
+        The result must tap the same stages, with the same kinds and layouts' meaning."""
+        return cls.taps
+
+    @classmethod
+    def weights_for(cls, config: Dict[str, Any]) -> WeightMap:
+        """The weight map of a model built from ``config`` (default: the class's ``weights``)."""
+        return cls.weights
+
+    def before_forward(self, net: Any, batch: Mapping[str, np.ndarray], config: Dict[str, Any]) -> None:
+        """Called before every forward of ``net`` (teacher-forced reruns included) with the
+        canonical batch: the place for batch inputs that are model state rather than call
+        arguments (a probe held in a variable) and for global state the model reads while it
+        runs. Batch inputs not named in ``inputs`` reach the model only through here."""
+
     # ------------------------------------------------------------ the Side contract
     def build(self, config, weights, dtype, device):
         factory = _factory(self)
-        net = self._make(factory, dict(config), dtype, device)
+        config = dict(config)
+        taps = dict(self.taps_for(config))
+        if list(taps) != list(type(self).taps) or any(taps[n].kind != t.kind for n, t in type(self).taps.items()):
+            raise DeclarationError(f"side {self.name}: taps_for() must tap the stages {list(type(self).taps)} "
+                                   f"with the kinds the class declares")
+        net = self._make(factory, config, dtype, device)
         targets, required = self._targets(net)
-        self._set_weights(net, self.weights.transfer(weights, targets, side=self.name, required=required))
-        built = Built(net, dtype, device, dict(config))
+        wmap = self.weights_for(config)
+        if not isinstance(wmap, WeightMap):
+            raise DeclarationError(f"side {self.name}: weights_for() must return a parity.byo.WeightMap, got {wmap!r}")
+        self._set_weights(net, wmap.transfer(weights, targets, side=self.name, required=required))
+        built = Built(net, dtype, device, config, {"side_taps": taps})
+        self._use(built)
         self._prepare(built)
         return built
+
+    def _use(self, built: Built) -> None:
+        """Make ``built``'s taps this side's (a worker may hold models of several configs)."""
+        self.taps = built.extra.get("side_taps", type(self).taps)
 
     def capture_meta(self) -> Dict[str, Any]:
         return {"taps": {name: tap.to_dict() for name, tap in self.taps.items()},
                 "derived": [name for name, tap in self.taps.items() if tap.derived]}
 
     def forward(self, model: Built, inputs: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        self._use(model)
         self._batch = dict(inputs)
         rec = self._recorder()
         for name, tap in self.taps.items():
@@ -164,6 +197,7 @@ class DeclaredSide(Side):
         return self._assemble(model, raw, inputs)
 
     def run_stage(self, model: Built, name: str, env: Mapping[str, np.ndarray]) -> np.ndarray:
+        self._use(model)
         tap = self.taps[name]
         if tap.derived:
             return self._derive(model, name, {k: self._cast(model, v) for k, v in env.items()})
@@ -228,6 +262,7 @@ class DeclaredSide(Side):
 
     def _run_once(self, built: Built, batch: Mapping[str, np.ndarray], rec: Recorder,
                   wanted: List[str]) -> Dict[str, Any]:
+        self.before_forward(built.net, batch, built.config)
         native = [self._tensor(built, self._cast(built, to_native(k, self._input_layouts[k], batch[k], built.config)))
                   for k in self._input_layouts]
         functions = rec.group("function")

@@ -52,7 +52,14 @@ def layer_output(model: Any, tap: Tap, stage: str) -> Any:
     if tap.call is not None and tap.call > len(nodes):
         raise TapError(f"stage {stage!r}: the tap takes call {tap.call} of layer {tap.target!r}, which the model "
                        f"calls {len(nodes)} time(s)")
-    outputs = list(nodes[(tap.call or 1) - 1].output_tensors)
+    node = nodes[(tap.call or 1) - 1]
+    if tap.kind == "layer_input":
+        inputs = list(node.input_tensors)
+        if not tap.index < len(inputs):
+            raise TapError(f"stage {stage!r}: layer {tap.target!r} takes {len(inputs)} input(s); the tap reads "
+                           f"input {tap.index}")
+        return inputs[tap.index]
+    outputs = list(node.output_tensors)
     if tap.index is None:
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
     idx = tap.index if isinstance(tap.index, tuple) else (tap.index,)
