@@ -23,7 +23,7 @@ from reference_tf.weights import check_weights, init_weights, load_weights_npz
 from . import fixtures as fixture_store
 
 WEIGHTS_DIR = fixture_store.DEFAULT_DIR / "weights"
-SUITES = ("default", "nightly", "adversarial")
+SUITES = ("default", "nightly", "adversarial", "ptychopinn")
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,24 @@ _CASES = (
          covers="offsets that push patches to the canvas edge (zero fill of outside corners)"),
     Case("adv_sharp_probe", "n64_g2_int", _m(probe_big=True), variant="sharp_probe",
          suites=("adversarial", "nightly"), covers="a hard-edged disk probe with a phase step"),
+    # ---- upstream PtychoPINN's code paths (--pair ptycho:ptycho_torch --suite ptychopinn; any pair runs them) ----
+    Case("pp_n64_g2_int", "n64_g2_int", weights="glorot:21", suites=("ptychopinn",),
+         covers="gridsize 2, integer offsets with zero batch mean: where the upstream models should agree"),
+    Case("pp_n64_g2_sub", "n64_g2_sub", weights="glorot:22", suites=("ptychopinn",),
+         covers="gridsize 2, sub-pixel offsets: the merge's normalisation at the window edges"),
+    Case("pp_n64_g1", "n64_g1_int", weights="glorot:23", suites=("ptychopinn",),
+         covers="gridsize 1: the decoder's outer slice, the canvas size"),
+    Case("pp_n64_g2_probe_big", "n64_g2_int", _m(probe_big=True), "glorot:24", suites=("ptychopinn",),
+         covers="probe_big: the border branch through the merge"),
+    Case("pp_n64_g2_biased", "n64_g2_biased", weights="glorot:25", suites=("ptychopinn",),
+         covers="offsets with a non-zero batch mean: merge recentring vs extraction"),
+    Case("pp_n64_g2_big", "n64_g2_big", weights="glorot:26", suites=("ptychopinn",),
+         covers="B*C = 64: the batched merge"),
+    Case("pp_n128_g2", "n128_g2_int", weights="glorot:27", suites=("ptychopinn",), covers="N 128, gridsize 2"),
+    Case("pp_n64_g2_swish", "n64_g2_int", _m(amp_activation="swish"), "glorot:28", suites=("ptychopinn",),
+         covers="swish amplitude head (SiLU in the torch port)"),
+    Case("pp_n64_g2_mask", "n64_g2_int", _m(probe_mask=True), "glorot:29", suites=("ptychopinn",),
+         covers="probe_mask: the hard disk on the exit wave"),
 )
 
 CASES: Dict[str, Case] = {c.name: c for c in _CASES}
@@ -121,7 +139,8 @@ CASES: Dict[str, Case] = {c.name: c for c in _CASES}
 
 def suite(name: str) -> Tuple[Case, ...]:
     """``default``: the default cases; ``nightly``: the default cases plus the nightly ones
-    (adversarial included); ``adversarial``: the adversarial-input cases."""
+    (adversarial included); ``adversarial``: the adversarial-input cases; ``ptychopinn``: the
+    cases of upstream PtychoPINN's code paths (for the ptycho and ptycho_torch sides)."""
     if name not in SUITES:
         raise ValueError(f"unknown suite {name!r}; expected one of {list(SUITES)}")
     if name == "nightly":

@@ -15,6 +15,7 @@ self-test, false-alarm seeds) builds it once.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -111,6 +112,14 @@ def _model(side, job: Job) -> Tuple[Any, bool]:
     return model, False
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _plain(text: str) -> str:
+    """A message without terminal colour codes (Keras puts them into its exceptions)."""
+    return _ANSI.sub("", text)
+
+
 def execute(job: Job) -> JobResult:
     """Build (or reuse), run and teacher-force one job; the same code in every isolation mode."""
     if job.faults:
@@ -147,7 +156,7 @@ def _execute(job: Job) -> JobResult:
         except ForwardError as exc:
             forward_times.append(time.perf_counter() - t0)
             failed = next((name for name, _ in job.graph if name not in exc.stages), "forward")
-            captured, crash = exc.stages, f"{failed}: {exc}"
+            captured, crash = exc.stages, f"{failed}: {_plain(str(exc))}"
             raised = exc.__cause__ or exc
             break
         forward_times.append(time.perf_counter() - t0)
@@ -162,8 +171,14 @@ def _execute(job: Job) -> JobResult:
         t0 = time.perf_counter()
         env_all = {**job.inputs, **job.teacher}
         local = {}
+        own = captured or {}
         for name, inputs in job.graph:
             if all(k in env_all for k in inputs):
+                misfit = [f"{k} is {tuple(np.shape(env_all[k]))} in the reference but {tuple(np.shape(own[k]))} here"
+                          for k in inputs if k in own and np.shape(env_all[k]) != np.shape(own[k])]
+                if misfit:  # e.g. canvases of different sizes: this side's stage cannot take the reference's
+                    local_errors[name] = "ShapeMismatch: " + "; ".join(misfit)
+                    continue
                 try:
                     local[name] = side.run_stage(model, name, {k: env_all[k] for k in inputs})
                 except Exception as exc:  # e.g. the teacher's canvas does not fit this side's shape
@@ -187,6 +202,17 @@ def _execute(job: Job) -> JobResult:
         "model_cached": cached,
         "stage_names": [name for name, _ in job.graph],
     }
+    if captured is not None and crash is None:
+        try:
+            own = side.own_losses(model, job.inputs, captured)
+        except Exception as exc:  # noqa: BLE001 - the side's own loss code failed: recorded, not fatal
+            own = {"error": {"value": None, "computed_by": f"{type(exc).__name__}: {exc}"}}
+        for entry in own.values():
+            stage = entry.get("canonical")
+            if stage in captured and entry.get("value") is not None:
+                entry["canonical_value"] = float(np.asarray(captured[stage]))
+        if own:
+            meta["own_losses"] = own
     given = side.given(dict(job.config), job.dtype)
     if given is not None:
         meta["given"] = given

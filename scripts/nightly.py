@@ -1,7 +1,7 @@
 """The nightly parity gate, runnable locally; the CI workflow is a thin wrapper around it.
 
     python scripts/nightly.py [--reports reports] [--suite nightly] [--baseline HUB|auto|none]
-                              [--pair NAME|REFERENCE:CANDIDATE]
+                              [--pair NAME|REFERENCE:CANDIDATE] [--upstream PATH]
                               [-- extra arguments for python -m parity.report]
 
 Steps:
@@ -12,6 +12,10 @@ Steps:
    ``"verdict": "pass"`` (none on a first run: the report then runs without drift checks and
    says so).
 
+``--upstream PATH`` names the PtychoPINN checkout of the sides ``ptycho`` and ``ptycho_torch``
+(both steps get it as ``PARITY_PTYCHOPINN``); the PtychoPINN gate is
+``python scripts/nightly.py --pair ptycho:ptycho_torch --suite ptychopinn --upstream PATH``.
+
 Exit code: 0 only when both steps pass and no drift was flagged; otherwise the first
 non-zero code of the two (1 = parity failure or drift, 2 = bad usage or input, 3 = a case
 could not run); any non-zero code is red.
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -62,7 +67,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--baseline", default="auto", help="a hub, 'auto' (last green nightly hub) or 'none'")
     ap.add_argument("--hub", type=Path, default=None, help="hub folder (default REPORTS/nightly-<UTC time>)")
     ap.add_argument("--skip-pytest", action="store_true", help="run only the report step")
+    ap.add_argument("--upstream", default=None, help="a PtychoPINN checkout (for the sides ptycho and ptycho_torch)")
     args = ap.parse_args(argv)
+    env = dict(os.environ)
+    if args.upstream is not None:
+        if not Path(args.upstream).is_dir():
+            print(f"nightly: --upstream {args.upstream} is not a folder (a PtychoPINN checkout holds ptycho/ and "
+                  f"ptycho_torch/)", file=sys.stderr)
+            return 2
+        env["PARITY_PTYCHOPINN"] = str(Path(args.upstream).resolve())
 
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     hub = args.hub or args.reports / f"{_prefix(args.pair)}{stamp}"
@@ -84,7 +97,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.pair:
             cmd += ["--pair", args.pair]
         print("nightly: " + " ".join(cmd), flush=True)
-        codes.append(subprocess.call(cmd, cwd=ROOT))
+        codes.append(subprocess.call(cmd, cwd=ROOT, env=env))
     cmd = [sys.executable, "-m", "parity.report", "--hub", str(hub), "--junit", str(hub / "junit-report.xml")]
     if "--case" not in extra:  # explicit cases (e.g. a quick local check) replace the suite
         cmd += ["--suite", args.suite]
@@ -96,7 +109,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("nightly: no earlier green nightly hub; running without a drift baseline", flush=True)
     cmd += extra
     print("nightly: " + " ".join(cmd), flush=True)
-    codes.append(subprocess.call(cmd, cwd=ROOT))
+    codes.append(subprocess.call(cmd, cwd=ROOT, env=env))
     rc = next((c for c in codes if c != 0), 0)
     print(f"nightly: hub {hub}; exit {rc}", flush=True)
     return rc

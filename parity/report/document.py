@@ -84,6 +84,12 @@ def case_entry(rec: CaseRecord) -> Dict[str, Any]:
         "captures": dict(rec.captures), "figures": rec.figures, "figure_errors": list(rec.figure_errors),
         "drift_flagged": 0,
     }))
+    for key in ("own_losses", "given", "upstream"):
+        # own_losses: each side's own loss (its code, its reduction) beside the canonical loss stages;
+        # given: what a side that translates the case config was given; upstream: the user's checkout
+        per_side = {rec.sides.get(role, role): m[key] for role, m in rec.backends.items() if (m or {}).get(key)}
+        if per_side:
+            d[key] = to_json(per_side)
     return d
 
 

@@ -120,6 +120,16 @@ def _case_section(c: Mapping[str, Any]) -> str:
                      + (f"<pre>last lines of the side's worker:\n{_e(tail)}</pre>" if tail else ""))
     for p in c.get("problems") or []:
         parts.append(f"<pre>{_e(p)}</pre>")
+    own = c.get("own_losses") or {}
+    if own:
+        rows = "".join(f"<tr><td>{_e(side)}</td><td>{_e(name)}</td><td>{_e(_num(v.get('value')))}</td>"
+                       f"<td>{_e(v.get('canonical'))} = {_e(_num(v.get('canonical_value')))}</td>"
+                       f"<td class='small'>{_e(v.get('computed_by'))}; {_e(v.get('relation'))}</td></tr>"
+                       for side, losses in own.items() for name, v in losses.items())
+        parts.append("<p>Each side's own loss (its code, its reduction) beside the canonical loss stages (derived "
+                     "the same way on both sides from its captured stages; those are what is compared):</p>"
+                     f"<table><tr><th>side</th><th>own loss</th><th>value</th><th>canonical stage</th>"
+                     f"<th>computed by</th></tr>{rows}</table>")
     failing = [s for s in c.get("stages", []) if s.get("verdict") != "pass"]
     for s in failing[:6]:
         parts.append(f"<pre>{_e(s.get('message'))}</pre>")
@@ -242,6 +252,10 @@ def render(doc: Mapping[str, Any]) -> str:
 </body></html>
 """
     return body
+
+
+def _num(v: Any) -> Any:
+    return fmt(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
 
 
 def _refused(refused: Optional[Mapping[str, Any]]) -> str:

@@ -64,7 +64,9 @@ class CaseRecord:
 
 def _meta(capture: Capture) -> Dict[str, Any]:
     m = capture.meta
-    return {k: m.get(k) for k in ("side", "framework", "dtype", "device", "versions", "determinism", "wall_time_s")}
+    out = {k: m.get(k) for k in ("side", "framework", "dtype", "device", "versions", "determinism", "wall_time_s")}
+    out.update({k: m[k] for k in ("given", "own_losses", "upstream") if m.get(k)})  # sides that translate the case
+    return out
 
 
 def _title(rec: CaseRecord) -> str:

@@ -82,6 +82,13 @@ CASE = _obj({
                                                "kind": {"enum": ["error", "crash", "timeout", "unavailable"]},
                                                "reason": {"type": "string"},
                                                "tail": {"type": "array", "items": {"type": "string"}}})},
+    # sides that translate the case config (parity.sides.base.Side.given / own_losses), by side name
+    "given": {"type": "object", "additionalProperties": {"type": "object"}},
+    "upstream": {"type": "object", "additionalProperties": _obj({"path": {"type": "string"},
+                                                                  "commit": {"type": "string"}})},
+    "own_losses": {"type": "object", "additionalProperties": {
+        "type": "object", "additionalProperties": _obj({"value": {"type": ["number", "string", "null"]},
+                                                         "computed_by": {"type": "string"}})}},
 })
 
 PAIR = _obj({"name": {"type": "string"}, "reference": {"type": "string"}, "candidate": {"type": "string"},
@@ -143,6 +150,9 @@ REPORT_SCHEMA: Dict[str, Any] = {
     }, {
         "recheck_of": {"anyOf": [{"type": "null"}, {"type": "object"}]},
         "finished": {"type": "string"},
+        # cases a side cannot express (parity.sides.base.Side.refuses): case -> {side: reason}; not run
+        "not_expressible": {"type": "object", "additionalProperties": {
+            "type": "object", "additionalProperties": {"type": "string"}}},
     }),
 }
 

@@ -85,6 +85,15 @@ class Side(abc.ABC):
         configuration of its own (plain JSON; recorded in the capture's meta as ``given``)."""
         return None
 
+    def own_losses(self, model, inputs: Mapping[str, np.ndarray],
+                   stages: Mapping[str, np.ndarray]) -> Dict[str, Dict[str, object]]:
+        """The side's OWN losses, computed by its own code the way its training computes them,
+        from this forward's stages and the batch: name -> {"value", "computed_by", "canonical"
+        (the pair's loss stage it corresponds to, if any), "relation" (how the two relate)}.
+        Recorded beside the canonical loss stages, which the harness derives the same way on
+        both sides; default: none."""
+        return {}
+
     def capture_meta(self) -> Dict[str, object]:
         """Extra entries for the capture's meta (e.g. how each stage was tapped); plain JSON."""
         return {}

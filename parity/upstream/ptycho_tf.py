@@ -125,6 +125,25 @@ class Ptycho(byo.KerasSide):
         probe = _tf_probe(batch["probe_raw"])
         net.get_layer("probe_illumination").w.assign(probe[None].astype(np.complex64))
 
+    def own_losses(self, model, inputs, stages):
+        """The losses ptycho's compiled model trains with (create_compiled_model): its negloglik on
+        (pred_intensity, (s X)^2) and Keras' mean_absolute_error on (pred_amp, s X), both averaged
+        over every element as Keras does."""
+        import tensorflow as tf
+        from ptycho.model import negloglik
+
+        xs = np.asarray(inputs["diffraction"], np.float32)
+        nll = float(tf.reduce_mean(negloglik(tf.constant(xs ** 2), tf.constant(stages["pred_intensity"]))))
+        import keras
+
+        mae = float(keras.losses.MeanAbsoluteError()(tf.constant(xs), tf.constant(stages["pred_amp"])))
+        same = "the canonical loss's formula: equal up to float32 round-off"
+        return {"negloglik": {"value": nll, "computed_by": "ptycho.model.negloglik(y_true=(s X)^2, y_pred="
+                              "pred_intensity), mean over every element (Keras)", "canonical": "loss_nll",
+                              "relation": same},
+                "mean_absolute_error": {"value": mae, "computed_by": "Keras mean_absolute_error(s X, pred_amp), "
+                                        "mean over every element", "canonical": "loss_mae", "relation": same}}
+
     def given(self, config, dtype):
         return translate.translation(self.name, dict(config), dtype)
 

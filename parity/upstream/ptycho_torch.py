@@ -125,6 +125,31 @@ class PtychoTorch(byo.TorchSide):
     def weights_for(cls, config):
         return weightmap.ptycho_torch_map(config, prefix="model.")
 
+    def own_losses(self, model, inputs, stages):
+        """The loss ptycho_torch's Lightning module trains with in amplitude mode (compute_loss,
+        Unsupervised): its PoissonLoss and MAELoss on (pred * S, X * S) averaged, divided by
+        mean(X) + 1e-8, with the model's pred and the observation X in upstream's unscaled units
+        (pred_amp / s, diffraction / s) and S = s (its physics scaling constant on the path
+        from TensorFlow-style data)."""
+        import torch
+        from ptycho_torch.model import MAELoss, PoissonLoss
+
+        s = translate.scale_of(model.config)
+        pred = torch.as_tensor(np.asarray(stages["pred_amp"], np.float32) / np.float32(s))
+        obs = torch.as_tensor(np.asarray(inputs["diffraction"], np.float32) / np.float32(s))
+        norm = torch.mean(obs) + 1e-8
+        with torch.no_grad():
+            nll = float(PoissonLoss()(pred * s, obs * s).mean() / norm)
+            mae = float(MAELoss()(pred * s, obs * s).mean() / norm)
+        other = ("not the canonical loss: summed over (C, H, W) with log Gamma(k + 1), averaged over B, divided "
+                 "by mean(X); compare the canonical loss instead")
+        return {"PoissonLoss": {"value": nll, "computed_by": "ptycho_torch.model.PoissonLoss(pred S, X S).mean() / "
+                                "(mean(X) + 1e-8) (compute_loss, amplitude mode)", "canonical": "loss_nll",
+                                "relation": other},
+                "MAELoss": {"value": mae, "computed_by": "ptycho_torch.model.MAELoss(pred S, X S).mean() / "
+                            "(mean(X) + 1e-8)", "canonical": "loss_mae",
+                            "relation": "the canonical loss divided by mean(X): compare the canonical loss instead"}}
+
     def given(self, config, dtype):
         return translate.translation(self.name, dict(config), dtype)
 
