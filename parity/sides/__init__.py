@@ -16,11 +16,14 @@ from .base import ForwardError, Side, SideUnavailable
 BUILTIN_SIDES: Dict[str, str] = {
     "reference_tf": "parity.sides.reference_tf:ReferenceTF",
     "torch_impl": "parity.sides.torch_impl:TorchImpl",
-    # upstream PtychoPINN, run from the user's checkout (--upstream PATH / PARITY_PTYCHOPINN)
+}
+#: Upstream PtychoPINN's two models, run from the user's checkout (--upstream PATH or
+#: PARITY_PTYCHOPINN; see parity.upstream).
+UPSTREAM_SIDES: Dict[str, str] = {
     "ptycho": "parity.upstream.ptycho_tf:Ptycho",
     "ptycho_torch": "parity.upstream.ptycho_torch:PtychoTorch",
 }
-_REGISTRY: Dict[str, str] = dict(BUILTIN_SIDES)
+_REGISTRY: Dict[str, str] = {**BUILTIN_SIDES, **UPSTREAM_SIDES}
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 
 
@@ -38,7 +41,7 @@ def register_side(name: str, target: str) -> None:
 
 
 def unregister_side(name: str) -> None:
-    if name in BUILTIN_SIDES:
+    if name in BUILTIN_SIDES or name in UPSTREAM_SIDES:
         raise ValueError(f"side {name!r} is built in and cannot be removed")
     _REGISTRY.pop(name, None)
 
@@ -75,5 +78,5 @@ def get_side(name: str) -> Side:
     return side_class(name)()
 
 
-__all__ = ["BUILTIN_SIDES", "ForwardError", "Side", "SideUnavailable", "UnknownSide", "get_side",
+__all__ = ["BUILTIN_SIDES", "UPSTREAM_SIDES", "ForwardError", "Side", "SideUnavailable", "UnknownSide", "get_side",
            "load_side_class", "register_side", "side_class", "side_names", "side_target", "unregister_side"]

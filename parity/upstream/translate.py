@@ -84,8 +84,8 @@ def refusal(side: str, config: Dict[str, Any], dtype: str) -> Optional[str]:
 def tf_params(config: Dict[str, Any], dtype: str) -> Dict[str, Any]:
     """The ``ptycho.params.cfg`` entries of the case (the probe is set per batch)."""
     if dtype != "float32":
-        raise Refused(f"ptycho builds its layers in float32/complex64 (tf.complex64 is written into its layers), "
-                      f"so a {dtype} case cannot be expressed")
+        raise Refused(f"ptycho's layers are float32/complex64 (tf.complex64 is written into them; under a float64 "
+                      f"policy Keras cannot build its IntensityScaler), so a {dtype} case cannot be expressed")
     return {
         "N": int(config["N"]), "gridsize": int(config["gridsize"]), "offset": int(config["offset"]),
         "max_position_jitter": int(config["max_position_jitter"]), "object.big": bool(config["object_big"]),
@@ -108,8 +108,9 @@ def torch_setup(config: Dict[str, Any], dtype: str) -> Dict[str, Any]:
     c = g * g
     nf = int(config["n_filters_scale"])
     if dtype != "float32":
-        raise Refused(f"ptycho_torch casts its object and probe to complex64 (torch.complex64 is written into its "
-                      f"forward), so a {dtype} case cannot be expressed")
+        raise Refused(f"ptycho_torch casts its object to complex64 (torch.complex64 is written into CombineComplex; "
+                      f"in float64 its forward raises 'expected scalar type Float but found Double'), so a {dtype} "
+                      f"case cannot be expressed")
     act = str(config["amp_activation"])
     if act not in _TORCH_ACTIVATIONS:
         raise Refused(f"ptycho_torch turns every amp_activation other than 'sigmoid' into SiLU, so "
