@@ -42,8 +42,11 @@ captures/<case>/<role>.<side>.npz and the resolved configuration (config.json)."
 
 EPILOG = """\
 exit codes:
-  0    every case passed (and, with --baseline, no stage drifted)
-  1    parity failure: a stage failed, or drifted beyond --drift-factor
+  0    every case passed or failed only where a known divergence is registered (and, with
+       --baseline, no stage drifted)
+  1    parity failure: a new divergence (a stage failed and no entry registers it), a known
+       divergence grown beyond its entry's grow_factor, a registered divergence that is gone
+       (fixed: remove the entry), or a stage drifted beyond --drift-factor
   2    bad usage or bad input: a bad flag, or an unusable file (capture, fixture, weights,
        tolerance table, hub); one line on stderr naming it; nothing written, or the hub left as
        it was (an earlier report in it untouched)
@@ -69,6 +72,14 @@ recheck:
   --hub (default: a new folder under reports/; captures are hard-linked or copied). To
   rewrite SRC itself, pass --hub SRC --force (its captures are kept). noise_floor needs a
   source that ran in noise_floor mode (it stored the float64 oracle and the float32 reference).
+
+known divergences:
+  the pair's reviewed registry (parity/data/divergences/<pair>.toml, see docs/divergences.md)
+  names stages of some cases that diverge for a documented reason. Such a stage is reported in
+  full and labelled known (its downstream stages that pass when teacher-forced: known,
+  propagated from it); its case's verdict is KNOWN and does not fail the run. --divergences
+  FILE adds entries (or replaces those with the same id or cases/stage/dtype) for one run;
+  --no-divergences shows the raw verdicts. A recheck applies the entries its source recorded.
 
 devices:
   --devices cpu,cuda runs every case on every available device; an unavailable device is
@@ -131,6 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--drift-factor", type=float, default=DEFAULT_DRIFT_FACTOR, metavar="F",
                    help=f"flag a stage whose max |candidate - reference| grew by more than F x (default {DEFAULT_DRIFT_FACTOR:g}); "
                         f"flagged drift fails the run even if the stage passes")
+    g.add_argument("--divergences", type=Path, default=None, metavar="FILE",
+                   help="a registry of known divergences (TOML, docs/divergences.md) on top of the pair's shipped "
+                        "one, for this run")
+    g.add_argument("--no-divergences", action="store_true",
+                   help="apply no known divergence: every failing stage fails the run (the raw verdicts)")
     g.add_argument("--recheck", type=Path, default=None, metavar="SRC_HUB",
                    help="recompute the verdicts from SRC_HUB's stored captures under the tolerances given now; "
                         "runs no model (see 'recheck' below)")
@@ -183,7 +199,8 @@ class Progress:
             if not self.quiet:
                 rec = info
                 dt = rec.timings.get("total_s", 0.0)
-                what = rec.verdict.upper() if rec.verdict == "fail" else "pass"
+                what = rec.status or rec.verdict
+                what = what if what == "pass" else what.upper()
                 extra = ""
                 if rec.error:
                     extra = f"  error: {rec.error[:120]}"
@@ -253,6 +270,16 @@ def _shown(st: dict) -> str:
     return ("local x" + text[1:]) if text.startswith("L") else f"x{text}"
 
 
+def _status(st: dict) -> str:
+    """``; known`` / ``; known, from canvas`` / ``; new`` ... for a stage judged by the registry."""
+    d = st.get("divergence")
+    if not d:
+        return ""
+    if d["status"] == "known_propagated":
+        return f"; known, propagated from {', '.join(d.get('from') or [])}"
+    return f"; {d['status']}"
+
+
 def summary_table(doc: dict, verbose: int = 0, quiet: bool = False) -> str:
     cases = doc["cases"]
     lines: List[str] = []
@@ -263,7 +290,7 @@ def summary_table(doc: dict, verbose: int = 0, quiet: bool = False) -> str:
             continue
         drift = "-" if doc.get("drift") is None else (str(c.get("drift_flagged", 0)) + " flagged"
                                                      if c.get("drift_flagged") else "ok")
-        rows.append((c["name"], c["device"], c["dtype"], c["verdict"].upper() if c["verdict"] == "fail" else "pass",
+        rows.append((c["name"], c["device"], c["dtype"], c["verdict"] if c["verdict"] == "pass" else c["verdict"].upper(),
                      "crashed" if c.get("error") else _worst(c), c.get("first_divergent_stage") or "-",
                      c.get("root_cause_stage") or "-", drift,
                      f"{float(decode_float(c['timings'].get('total_s', 0.0)) or 0.0):.1f}s"))
@@ -282,7 +309,10 @@ def summary_table(doc: dict, verbose: int = 0, quiet: bool = False) -> str:
             lines.extend(s.get("message", "") for s in failing)
         elif failing:
             lines.append(f"{c['key']}: {len(failing)} failing stage(s): " + ", ".join(
-                f"{s['name']} ({_shown(s)})" for s in failing))
+                f"{s['name']} ({_shown(s)}{_status(s)})" for s in failing))
+        for a in c.get("divergences") or []:
+            if a["status"] != "known":
+                lines.append(f"{c['key']}: {a['stage']}: {a['message']}")
     for d in doc.get("devices", []):
         if d["status"] != "available":
             lines.append(f"device {d['device']}: unavailable ({d.get('reason')})")
@@ -293,7 +323,8 @@ def summary_table(doc: dict, verbose: int = 0, quiet: bool = False) -> str:
             lines.append(f"  {f['case']} {f['stage']}: max |d| {fmt(decode_float(f['then']))} -> "
                          f"{fmt(decode_float(f['now']))} (x{fmt(decode_float(f['ratio']))})")
     s, t = doc["summary"], doc["timings"]
-    lines.append(f"verdict: {doc['verdict'].upper()}  {s['passed']}/{s['cases']} cases passed"
+    known = "".join(f", {s[k]} {k}" for k in ("known", "fixed") if s.get(k))
+    lines.append(f"verdict: {doc['verdict'].upper()}  {s['passed']}/{s['cases']} cases passed{known}"
                  + (f"  (wall {t['wall_s']:.1f}s; forward passes {t['forward_s']:.1f}s; harness "
                     f"{t['harness_s']:.1f}s = {100 * t['harness_fraction']:.1f}%)" if not quiet else ""))
     hub = doc["hub"]
@@ -357,7 +388,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         isolation=args.isolation, baseline=args.baseline, drift_factor=args.drift_factor, recheck=args.recheck,
         junit=args.junit, force=args.force, figures=args.figures, background=args.background,
         command=("python", "-m", "parity.report", *argv), pair=args.pair, pair_from=args.pair_from,
-        job_timeout=args.job_timeout)
+        job_timeout=args.job_timeout, divergences=args.divergences, no_divergences=args.no_divergences)
     progress = Progress(sys.stderr, args.quiet)
     try:
         outcome = build_report(options, progress, started=t0, clock=clock)
