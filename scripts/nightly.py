@@ -1,7 +1,7 @@
 """The nightly parity gate, runnable locally; the CI workflow is a thin wrapper around it.
 
     python scripts/nightly.py [--reports reports] [--suite nightly] [--baseline HUB|auto|none]
-                              [--pair NAME|REFERENCE:CANDIDATE]
+                              [--pair NAME|REFERENCE:CANDIDATE] [--divergences FILE]
                               [-- extra arguments for python -m parity.report]
 
 Steps:
@@ -11,6 +11,11 @@ Steps:
    and LAST_GREEN the newest earlier hub of the same pair whose ``parity_report.json`` says
    ``"verdict": "pass"`` (none on a first run: the report then runs without drift checks and
    says so).
+
+Both steps apply the pair's known divergences (parity/data/divergences/<pair>.toml, with
+``--divergences FILE`` on top; docs/divergences.md): a known divergence is tolerated and still
+reported in full; a new one, one that grew beyond its entry, or a registered one that is gone
+(fixed: remove the entry) fails the gate.
 
 Exit code: 0 only when both steps pass and no drift was flagged; otherwise the first
 non-zero code of the two (1 = parity failure or drift, 2 = bad usage or input, 3 = a case
@@ -49,6 +54,21 @@ def last_green(reports: Path, exclude: Optional[Path] = None, pair: Optional[str
     return None
 
 
+def _divergence_line(hub: Path) -> str:
+    """What the report made of the known divergences, in one line."""
+    try:
+        doc = json.loads((hub / "parity_report.json").read_text())
+    except (OSError, ValueError):
+        return "nightly: no report to read the known divergences from"
+    block = doc.get("divergences") or {}
+    if not block.get("enabled", False):
+        return "nightly: known divergences not applied"
+    counts = block.get("counts") or {}
+    return (f"nightly: {len(block.get('entries') or [])} registered divergence(s); cases known (tolerated): "
+            f"{counts.get('known', 0)}, fixed (remove the entry): {counts.get('fixed', 0)}, "
+            f"failed: {counts.get('fail', 0)}")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     extra: List[str] = []
@@ -62,6 +82,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--baseline", default="auto", help="a hub, 'auto' (last green nightly hub) or 'none'")
     ap.add_argument("--hub", type=Path, default=None, help="hub folder (default REPORTS/nightly-<UTC time>)")
     ap.add_argument("--skip-pytest", action="store_true", help="run only the report step")
+    ap.add_argument("--divergences", type=Path, default=None,
+                    help="a registry of known divergences on top of the pair's shipped one (both steps)")
     args = ap.parse_args(argv)
 
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -83,6 +105,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                "--suite", args.suite, "--junitxml", str(hub / "junit-pytest.xml"), "-p", "no:cacheprovider"]
         if args.pair:
             cmd += ["--pair", args.pair]
+        if args.divergences:
+            cmd += ["--divergences", str(args.divergences.resolve())]
         print("nightly: " + " ".join(cmd), flush=True)
         codes.append(subprocess.call(cmd, cwd=ROOT))
     cmd = [sys.executable, "-m", "parity.report", "--hub", str(hub), "--junit", str(hub / "junit-report.xml")]
@@ -90,6 +114,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         cmd += ["--suite", args.suite]
     if args.pair:
         cmd += ["--pair", args.pair]
+    if args.divergences:
+        cmd += ["--divergences", str(args.divergences.resolve())]
     if baseline is not None:
         cmd += ["--baseline", str(baseline)]
     else:
@@ -98,6 +124,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print("nightly: " + " ".join(cmd), flush=True)
     codes.append(subprocess.call(cmd, cwd=ROOT))
     rc = next((c for c in codes if c != 0), 0)
+    print(_divergence_line(hub), flush=True)
     print(f"nightly: hub {hub}; exit {rc}", flush=True)
     return rc
 
