@@ -11,13 +11,13 @@ the pytest parity suite share. See docs/divergences.md.
 from __future__ import annotations
 
 from .judge import (CASE_VERDICTS, OK_VERDICTS, STATUSES, TOLERATED, judge_case, judge_cases, stage_graph,
-                    verdict_ok)
+                    stage_note, verdict_ok)
 from .registry import (DEFAULT_GROW_FACTOR, SHIPPED_DIR, Divergence, DivergenceError, Registry, file_name,
                        load_file, load_registry, shipped_path)
 
 __all__ = ["CASE_VERDICTS", "DEFAULT_GROW_FACTOR", "Divergence", "DivergenceError", "OK_VERDICTS", "Registry",
            "SHIPPED_DIR", "STATUSES", "TOLERATED", "file_name", "judge_case", "judge_cases", "load_file",
-           "load_registry", "registry_for", "shipped_path", "stage_graph", "verdict_ok"]
+           "load_registry", "registry_for", "shipped_path", "stage_graph", "stage_note", "verdict_ok"]
 
 
 def registry_for(pair, *, extra=None, enabled: bool = True, shipped_dir=None) -> Registry:

@@ -185,3 +185,14 @@ def judge_cases(cases: Sequence[MutableMapping[str, Any]], registry: Registry, s
     counts = {v: sum(c.get("verdict") == v for c in cases) for v in CASE_VERDICTS}
     return {**registry.to_dict(), "applied": applied, "counts": counts,
             "unused": [e.id for e in registry.entries if e.id not in used]}
+
+
+def stage_note(st: Mapping[str, Any]) -> str:
+    """``"; known"``, ``"; known, propagated from canvas"``, ``"; new"`` ... for a judged stage
+    entry (``""`` when the registry did not judge it): what the terminal adds to its margin."""
+    d = st.get("divergence")
+    if not d:
+        return ""
+    if d["status"] == "known_propagated":
+        return f"; known, propagated from {', '.join(d.get('from') or [])}"
+    return f"; {d['status']}"

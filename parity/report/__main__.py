@@ -19,6 +19,7 @@ from typing import Any, List, Optional, Sequence, TextIO
 _T0 = time.perf_counter()
 
 from parity import cases as case_registry  # noqa: E402
+from parity.divergences import stage_note  # noqa: E402
 from parity.messages import fmt  # noqa: E402
 from parity.pool import DEFAULT_JOB_TIMEOUT  # noqa: E402
 from parity.sides import side_names  # noqa: E402
@@ -42,11 +43,10 @@ captures/<case>/<role>.<side>.npz and the resolved configuration (config.json)."
 
 EPILOG = """\
 exit codes:
-  0    every case passed or failed only where a known divergence is registered (and, with
-       --baseline, no stage drifted)
-  1    parity failure: a new divergence (a stage failed and no entry registers it), a known
-       divergence grown beyond its entry's grow_factor, a registered divergence that is gone
-       (fixed: remove the entry), or a stage drifted beyond --drift-factor
+  0    every case passed, or failed only at known divergences (and, with --baseline, no
+       stage drifted)
+  1    parity failure: a new divergence, a known one grown beyond its entry, a registered one
+       that is gone (fixed: remove the entry), or drift beyond --drift-factor
   2    bad usage or bad input: a bad flag, or an unusable file (capture, fixture, weights,
        tolerance table, hub); one line on stderr naming it; nothing written, or the hub left as
        it was (an earlier report in it untouched)
@@ -74,12 +74,10 @@ recheck:
   source that ran in noise_floor mode (it stored the float64 oracle and the float32 reference).
 
 known divergences:
-  the pair's reviewed registry (parity/data/divergences/<pair>.toml, see docs/divergences.md)
-  names stages of some cases that diverge for a documented reason. Such a stage is reported in
-  full and labelled known (its downstream stages that pass when teacher-forced: known,
-  propagated from it); its case's verdict is KNOWN and does not fail the run. --divergences
-  FILE adds entries (or replaces those with the same id or cases/stage/dtype) for one run;
-  --no-divergences shows the raw verdicts. A recheck applies the entries its source recorded.
+  stages the pair's registry (parity/data/divergences/<pair>.toml, docs/divergences.md) names
+  are reported in full, labelled known (and their propagated stages known too); such a case is
+  KNOWN and does not fail the run. --divergences FILE adds or replaces entries for one run;
+  --no-divergences: the raw verdicts. A recheck applies the entries its source recorded.
 
 devices:
   --devices cpu,cuda runs every case on every available device; an unavailable device is
@@ -270,16 +268,6 @@ def _shown(st: dict) -> str:
     return ("local x" + text[1:]) if text.startswith("L") else f"x{text}"
 
 
-def _status(st: dict) -> str:
-    """``; known`` / ``; known, from canvas`` / ``; new`` ... for a stage judged by the registry."""
-    d = st.get("divergence")
-    if not d:
-        return ""
-    if d["status"] == "known_propagated":
-        return f"; known, propagated from {', '.join(d.get('from') or [])}"
-    return f"; {d['status']}"
-
-
 def summary_table(doc: dict, verbose: int = 0, quiet: bool = False) -> str:
     cases = doc["cases"]
     lines: List[str] = []
@@ -309,7 +297,7 @@ def summary_table(doc: dict, verbose: int = 0, quiet: bool = False) -> str:
             lines.extend(s.get("message", "") for s in failing)
         elif failing:
             lines.append(f"{c['key']}: {len(failing)} failing stage(s): " + ", ".join(
-                f"{s['name']} ({_shown(s)}{_status(s)})" for s in failing))
+                f"{s['name']} ({_shown(s)}{stage_note(s)})" for s in failing))
         for a in c.get("divergences") or []:
             if a["status"] != "known":
                 lines.append(f"{c['key']}: {a['stage']}: {a['message']}")
