@@ -12,7 +12,7 @@ holding one ``[[divergence]]`` table per entry::
     stage = "pred_sqrt"                 # the ROOT-CAUSE stage
     dtype = "float32"                   # optional: only cases run in this precision
     reason = "the port scales its square root by 1.001"
-    where = "tests/helpers/sides.py:87 (BuggySqrtSide.factor)"
+    where = "tests/helpers/sides.py:88 (BuggySqrtSide.factor)"
     pitfall = "docs/divergences.md#..."  # optional: where the documentation explains it
     grow_factor = 10                    # optional (default 10): err/tol beyond this x measured fails
     measured = { err_over_tol = 96.5, max_abs = 2.1e-4, command = "python -m parity.report ...",

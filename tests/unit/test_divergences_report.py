@@ -177,3 +177,24 @@ def test_an_empty_registry_changes_nothing_in_the_report(one_case_hub, tmp_path)
     assert [s for s in da["cases"][0]["stages"]] == [s for s in one_case_hub["doc"]["cases"][0]["stages"]]
     assert (a / hub_mod.SUMMARY_PNG).read_bytes() == (b / hub_mod.SUMMARY_PNG).read_bytes()
     assert da["summary"] == db["summary"] and da["verdict"] == db["verdict"] == "pass"
+
+
+def test_a_run_with_a_bad_registry_is_refused_before_anything_runs(tmp_path, capsys, monkeypatch):
+    """Also outside a recheck, and for a broken shipped file: one line naming it, exit 2, no hub."""
+    import parity.engine as engine
+    import parity.divergences.registry as registry
+
+    monkeypatch.setattr(engine.Engine, "run", lambda *a, **k: pytest.fail("a model was run"))
+    bad = _write(tmp_path, "bad.toml", HEAD + CANVAS.format(measured=10.0).replace("where =", "were ="))
+    out = tmp_path / "never"
+    assert main(["--case", CASE, "--hub", str(out), "--divergences", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "missing where" in err and str(bad) in err and not out.exists()
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    _write(shipped, "reference_tf-torch_impl.toml", HEAD + "[[divergence]]\ncases = 3\n")
+    monkeypatch.setattr(registry, "SHIPPED_DIR", shipped)
+    assert main(["--case", CASE, "--hub", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "reference_tf-torch_impl.toml: divergence #1: missing" in err
+    assert not out.exists()
