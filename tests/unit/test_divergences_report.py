@@ -189,7 +189,7 @@ def test_a_run_with_a_bad_registry_is_refused_before_anything_runs(tmp_path, cap
     out = tmp_path / "never"
     assert main(["--case", CASE, "--hub", str(out), "--divergences", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "missing where" in err and str(bad) in err and not out.exists()
+    assert len(err.splitlines()) == 1 and "unknown key(s) were" in err and str(bad) in err and not out.exists()
     shipped = tmp_path / "shipped"
     shipped.mkdir()
     _write(shipped, "reference_tf-torch_impl.toml", HEAD + "[[divergence]]\ncases = 3\n")
