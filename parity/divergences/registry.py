@@ -19,8 +19,8 @@ holding one ``[[divergence]]`` table per entry::
                  date = "2026-12-01" }
 
 ``measured.err_over_tol`` is the stage's ``margin`` in ``parity_report.json`` (error over
-tolerance, end to end) when the entry was written; ``command`` and ``date`` say where it came
-from. Everything is checked when the file is read (unknown or missing keys, wrong types, a
+tolerance, end to end) when the entry was written; ``command`` (a command of the harness) and
+``date`` (YYYY-MM-DD) say where it came from. Everything is checked when the file is read (unknown or missing keys, wrong types, a
 stage the pair does not have, a pattern that matches none of the pair's cases, two entries
 for the same stage of one case): :class:`DivergenceError`, one line naming the file and the
 entry.
@@ -30,6 +30,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -192,6 +193,11 @@ def _entry(where: str, d: Any, pair_name: str, stages: Sequence[str], cases: Seq
             measured[k] = _number(where, v, f"measured.{k}", minimum=1.0 if k == "err_over_tol" else 0.0)
         else:
             measured[k] = _string(where, m, k) if not hasattr(v, "isoformat") else v.isoformat()
+    if "parity" not in measured["command"]:
+        raise _fail(where, f"measured.command {measured['command']!r} is not a command of the harness; give the "
+                           f"parity report (or pytest tests/parity) command whose report the size was copied from")
+    if not re.fullmatch(r"\d{4}-\d\d-\d\d", measured["date"]):
+        raise _fail(where, f"measured.date {measured['date']!r} must be a date YYYY-MM-DD")
     grow = _number(where, d.get("grow_factor", DEFAULT_GROW_FACTOR), "grow_factor", minimum=1.0)
     pitfall = _string(where, d, "pitfall") if "pitfall" in d else None
     ident = _string(where, d, "id") if "id" in d else f"{stage}@{pattern}" + (f"@{dtype}" if dtype else "")

@@ -191,7 +191,7 @@ def test_no_shipped_file_is_an_empty_registry_that_says_so():
 
 
 GOOD = ('cases = "n64_g2"\nstage = "canvas"\nreason = "r"\nwhere = "w"\n'
-        'measured = { err_over_tol = 5.0, command = "c", date = "2026-12-01" }\n')
+        'measured = { err_over_tol = 5.0, command = "parity report --case n64_g2", date = "2026-12-01" }\n')
 
 
 @pytest.mark.parametrize("body, words", [
@@ -202,8 +202,11 @@ GOOD = ('cases = "n64_g2"\nstage = "canvas"\nreason = "r"\nwhere = "w"\n'
     ("[[divergence]]\n" + GOOD.replace('"n64_g2"', '"n999*"'), ["'n999*' matches no case of pair", "n64_g1"]),
     ("[[divergence]]\n" + GOOD.replace("err_over_tol = 5.0", "err_over_tol = 0.5"), ["err_over_tol must be"]),
     ("[[divergence]]\n" + GOOD.replace("err_over_tol = 5.0", 'err_over_tol = "nan"'), ["err_over_tol must be"]),
-    ("[[divergence]]\n" + GOOD.replace(', command = "c"', ""), ["measured lacks command"]),
+    ("[[divergence]]\n" + GOOD.replace(', command = "parity report --case n64_g2"', ""), ["measured lacks command"]),
     ("[[divergence]]\n" + GOOD.replace("date =", "when ="), ["unknown key(s) when in measured"]),
+    ("[[divergence]]\n" + GOOD.replace('command = "parity report --case n64_g2"', 'command = "forward-model.md says so"'),
+     ["is not a command of the harness"]),
+    ("[[divergence]]\n" + GOOD.replace('"2026-12-01"', '"last week"'), ["must be a date YYYY-MM-DD"]),
     ("[[divergence]]\n" + GOOD + 'dtype = "float16"\n', ["dtype 'float16'", "float32, float64"]),
     ("[[divergence]]\n" + GOOD + "grow_factor = 0.5\n", ["grow_factor must be"]),
     ("[[divergence]]\n" + GOOD + "[[divergence]]\n" + GOOD.replace('"n64_g2"', '"n64_g*"'),
@@ -225,3 +228,8 @@ def test_bad_registry_files_are_one_line_errors(tmp_path, body, words):
 def test_a_file_for_another_pair_is_refused(tmp_path):
     with pytest.raises(dv.DivergenceError, match="the file is for pair 'ptycho:ptycho_torch' but this run's pair is"):
         _registry(tmp_path, "", pair="ptycho:ptycho_torch")
+
+
+def test_a_toml_date_is_accepted(tmp_path):
+    reg, _ = _registry(tmp_path, "[[divergence]]\n" + GOOD.replace('"2026-12-01"', "2026-12-01"))
+    assert reg.entries[0].measured["date"] == "2026-12-01"
