@@ -194,9 +194,13 @@ def read_hub(hub: Path) -> Dict[str, Any]:
 
 
 def _code(cases: List[Dict[str, Any]], verdict: str) -> int:
+    """3 when a case did not run; 0 for a pass (a case failing only at known divergences
+    passes, parity.divergences); 1 otherwise."""
+    from parity.divergences import verdict_ok
+
     if any(c.get("error") for c in cases):
         return EXIT_NOT_RUN
-    return EXIT_PASS if verdict == "pass" else EXIT_FAIL
+    return EXIT_PASS if verdict_ok(verdict) else EXIT_FAIL
 
 
 def find_case(doc: Dict[str, Any], name: str) -> Dict[str, Any]:
@@ -247,7 +251,16 @@ def show_case(root: Path, case: Dict[str, Any]) -> str:
     if case.get("error"):
         lines.append(f"case {case.get('key', case['name'])}: FAILED: did not run to the end: {case['error']}")
     else:
-        lines.extend(CaseResult.from_dict(case).summary().splitlines())
+        lines.extend(CaseResult.from_dict(dict(case, verdict=case.get("raw_verdict", case["verdict"])))
+                     .summary().splitlines())
+    if case.get("divergences"):
+        lines.append(f"known divergences: verdict {case['verdict'].upper()} (without them: "
+                     f"{str(case.get('raw_verdict')).upper()})")
+        for st in case.get("stages", []):
+            d = st.get("divergence")
+            if d:
+                lines.append(f"  {st['name']}: {d['status'].replace('_', ' ')}: {d['message']}"
+                             + (f" [{d['where']}]" if d.get("where") else ""))
     caps = _paths(root, sorted((case.get("captures") or {}).items()))
     figs = _paths(root, _case_figures(case))
     lines += (["captures:"] + caps) if caps else []
@@ -261,6 +274,9 @@ def show_stage(root: Path, case: Dict[str, Any], stage: str) -> str:
         have = ", ".join(s.get("name", "?") for s in case.get("stages", [])) or "none (it did not run)"
         raise InputError(f"case {case.get('key', case['name'])} has no stage {stage!r}; its stages: {have}")
     lines = [entry.get("message") or f"stage {stage}: {entry.get('verdict')}"]
+    d = entry.get("divergence")
+    if d:
+        lines.append(f"{d['status'].replace('_', ' ')}: {d['message']}" + (f" [{d['where']}]" if d.get("where") else ""))
     figs = (case.get("figures") or {})
     items = [(f"stage {stage}", (figs.get("stages") or {}).get(stage)),
              ("error_by_stage (every stage)", figs.get("error_by_stage")),
@@ -307,4 +323,5 @@ def show_main(argv: Optional[Sequence[str]] = None) -> int:
         return _fail_line("parity show", exc)
     print(text)
     entry = next(s for s in case["stages"] if s.get("name") == args.stage)
-    return EXIT_PASS if entry.get("verdict") == "pass" else EXIT_FAIL
+    known = (entry.get("divergence") or {}).get("status") in ("known", "known_propagated")
+    return EXIT_PASS if entry.get("verdict") == "pass" or known else EXIT_FAIL

@@ -1,7 +1,7 @@
 """The nightly parity gate, runnable locally; the CI workflow is a thin wrapper around it.
 
     python scripts/nightly.py [--reports reports] [--suite nightly] [--baseline HUB|auto|none]
-                              [--pair NAME|REFERENCE:CANDIDATE] [--upstream PATH]
+                              [--pair NAME|REFERENCE:CANDIDATE] [--upstream PATH] [--divergences FILE]
                               [-- extra arguments for python -m parity.report]
 
 Steps:
@@ -15,6 +15,11 @@ Steps:
 ``--upstream PATH`` names the PtychoPINN checkout of the sides ``ptycho`` and ``ptycho_torch``
 (both steps get it as ``PARITY_PTYCHOPINN``); the PtychoPINN gate is
 ``python scripts/nightly.py --pair ptycho:ptycho_torch --suite ptychopinn --upstream PATH``.
+
+Both steps apply the pair's known divergences (parity/data/divergences/<pair>.toml, with
+``--divergences FILE`` on top; docs/divergences.md): a known divergence is tolerated and still
+reported in full; a new one, one that grew beyond its entry, or a registered one that is gone
+(fixed: remove the entry) fails the gate.
 
 Exit code: 0 only when both steps pass and no drift was flagged; otherwise the first
 non-zero code of the two (1 = parity failure or drift, 2 = bad usage or input, 3 = a case
@@ -54,6 +59,21 @@ def last_green(reports: Path, exclude: Optional[Path] = None, pair: Optional[str
     return None
 
 
+def _divergence_line(hub: Path) -> str:
+    """What the report made of the known divergences, in one line."""
+    try:
+        doc = json.loads((hub / "parity_report.json").read_text())
+    except (OSError, ValueError):
+        return "nightly: no report to read the known divergences from"
+    block = doc.get("divergences") or {}
+    if not block.get("enabled", False):
+        return "nightly: known divergences not applied"
+    counts = block.get("counts") or {}
+    return (f"nightly: {len(block.get('entries') or [])} registered divergence(s); cases known (tolerated): "
+            f"{counts.get('known', 0)}, fixed (remove the entry): {counts.get('fixed', 0)}, "
+            f"failed: {counts.get('fail', 0)}")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     extra: List[str] = []
@@ -68,6 +88,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--hub", type=Path, default=None, help="hub folder (default REPORTS/nightly-<UTC time>)")
     ap.add_argument("--skip-pytest", action="store_true", help="run only the report step")
     ap.add_argument("--upstream", default=None, help="a PtychoPINN checkout (for the sides ptycho and ptycho_torch)")
+    ap.add_argument("--divergences", type=Path, default=None,
+                    help="a registry of known divergences on top of the pair's shipped one (both steps)")
     args = ap.parse_args(argv)
     env = dict(os.environ)
     if args.upstream is not None:
@@ -96,6 +118,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                "--suite", args.suite, "--junitxml", str(hub / "junit-pytest.xml"), "-p", "no:cacheprovider"]
         if args.pair:
             cmd += ["--pair", args.pair]
+        if args.divergences:
+            cmd += ["--divergences", str(args.divergences.resolve())]
         print("nightly: " + " ".join(cmd), flush=True)
         codes.append(subprocess.call(cmd, cwd=ROOT, env=env))
     cmd = [sys.executable, "-m", "parity.report", "--hub", str(hub), "--junit", str(hub / "junit-report.xml")]
@@ -103,6 +127,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         cmd += ["--suite", args.suite]
     if args.pair:
         cmd += ["--pair", args.pair]
+    if args.divergences:
+        cmd += ["--divergences", str(args.divergences.resolve())]
     if baseline is not None:
         cmd += ["--baseline", str(baseline)]
     else:
@@ -111,6 +137,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print("nightly: " + " ".join(cmd), flush=True)
     codes.append(subprocess.call(cmd, cwd=ROOT, env=env))
     rc = next((c for c in codes if c != 0), 0)
+    print(_divergence_line(hub), flush=True)
     print(f"nightly: hub {hub}; exit {rc}", flush=True)
     return rc
 

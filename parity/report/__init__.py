@@ -23,6 +23,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from parity import cases as case_registry
 from parity.capture import CaptureError
+from parity.divergences import Registry, judge_cases
 from parity.fixtures import FixtureError
 
 from . import document as D
@@ -168,9 +169,14 @@ def _finish(plan: Plan, records: List[CaseRecord], created: str, t_start: float,
     for role, rel in hub_mod.PATCH_STATS.items():
         hub.write_json(rel, D.patch_stats_file(records, role), indent=None)
     hub.write_json(hub_mod.PATCH_ERRORS, D.patch_errors_file(records), indent=None)
+    cases = [D.case_entry(r) for r in records]
+    divergences = judge_cases(cases, plan.divergences or Registry(pair=plan.engine.pair.name, enabled=False),
+                              plan.engine.pair.stages)
     n_pass = sum(r.verdict == "pass" for r in records)
     if o.figures:
-        verdict_text = (f"Forward parity: {n_pass} of {len(records)} cases passed "
+        counts = divergences["counts"]
+        known = "".join(f", {counts[v]} {v}" for v in ("known", "fixed") if counts[v])
+        verdict_text = (f"Forward parity: {n_pass} of {len(records)} cases passed{known} "
                         f"({plan.tolerance_mode_name.replace('_', ' ')} tolerances"
                         f"{', recheck' if plan.mode == 'recheck' else ''})")
         try:
@@ -178,7 +184,6 @@ def _finish(plan: Plan, records: List[CaseRecord], created: str, t_start: float,
         except Exception as exc:  # a figure never fails the run
             log.warning("summary heat map not drawn: %s", exc, exc_info=True)
 
-    cases = [D.case_entry(r) for r in records]
     drift = None
     if plan.baseline is not None:
         drift = compare_to_baseline(cases, plan.baseline, o.drift_factor, str(o.baseline))
@@ -220,7 +225,7 @@ def _finish(plan: Plan, records: List[CaseRecord], created: str, t_start: float,
         "hub": str(hub.root), "pair": plan.engine.pair.to_dict(),
         "summary": D.summary_counts(cases, devices, drift),
         "provenance": prov, "config": config, "tolerances": D.tolerance_block(plan),
-        "devices": devices, "device_matrix": matrix, "cases": cases, "drift": drift,
+        "devices": devices, "device_matrix": matrix, "cases": cases, "drift": drift, "divergences": divergences,
         "timings": {**D.timing_block(records, wall, clock, setup_s, run_timings.get("sides_busy_s")),
                     **run_timings},
         "files": D.fixed_files(str(o.junit) if o.junit else None),

@@ -19,6 +19,7 @@ from typing import Any, List, Optional, Sequence, TextIO
 _T0 = time.perf_counter()
 
 from parity import cases as case_registry  # noqa: E402
+from parity.divergences import stage_note  # noqa: E402
 from parity.messages import fmt  # noqa: E402
 from parity.pool import DEFAULT_JOB_TIMEOUT  # noqa: E402
 from parity.sides import side_names  # noqa: E402
@@ -42,8 +43,10 @@ captures/<case>/<role>.<side>.npz and the resolved configuration (config.json)."
 
 EPILOG = """\
 exit codes:
-  0    every case passed (and, with --baseline, no stage drifted)
-  1    parity failure: a stage failed, or drifted beyond --drift-factor
+  0    every case passed, or failed only at known divergences (and, with --baseline, no
+       stage drifted)
+  1    parity failure: a new divergence, a known one grown beyond its entry, a registered one
+       that is gone (fixed: remove the entry), or drift beyond --drift-factor
   2    bad usage or bad input: a bad flag, or an unusable file (capture, fixture, weights,
        tolerance table, hub); one line on stderr naming it; nothing written, or the hub left as
        it was (an earlier report in it untouched)
@@ -69,6 +72,12 @@ recheck:
   --hub (default: a new folder under reports/; captures are hard-linked or copied). To
   rewrite SRC itself, pass --hub SRC --force (its captures are kept). noise_floor needs a
   source that ran in noise_floor mode (it stored the float64 oracle and the float32 reference).
+
+known divergences:
+  stages the pair's registry (parity/data/divergences/<pair>.toml, docs/divergences.md) names
+  are reported in full, labelled known (and their propagated stages known too); such a case is
+  KNOWN and does not fail the run. --divergences FILE adds or replaces entries for one run;
+  --no-divergences: the raw verdicts. A recheck applies the entries its source recorded.
 
 devices:
   --devices cpu,cuda runs every case on every available device; an unavailable device is
@@ -134,6 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--drift-factor", type=float, default=DEFAULT_DRIFT_FACTOR, metavar="F",
                    help=f"flag a stage whose max |candidate - reference| grew by more than F x (default {DEFAULT_DRIFT_FACTOR:g}); "
                         f"flagged drift fails the run even if the stage passes")
+    g.add_argument("--divergences", type=Path, default=None, metavar="FILE",
+                   help="a registry of known divergences (TOML, docs/divergences.md) on top of the pair's shipped "
+                        "one, for this run")
+    g.add_argument("--no-divergences", action="store_true",
+                   help="apply no known divergence: every failing stage fails the run (the raw verdicts)")
     g.add_argument("--recheck", type=Path, default=None, metavar="SRC_HUB",
                    help="recompute the verdicts from SRC_HUB's stored captures under the tolerances given now; "
                         "runs no model (see 'recheck' below)")
@@ -186,7 +200,8 @@ class Progress:
             if not self.quiet:
                 rec = info
                 dt = rec.timings.get("total_s", 0.0)
-                what = rec.verdict.upper() if rec.verdict == "fail" else "pass"
+                what = rec.status or rec.verdict
+                what = what if what == "pass" else what.upper()
                 extra = ""
                 if rec.error:
                     extra = f"  error: {rec.error[:120]}"
@@ -266,7 +281,7 @@ def summary_table(doc: dict, verbose: int = 0, quiet: bool = False) -> str:
             continue
         drift = "-" if doc.get("drift") is None else (str(c.get("drift_flagged", 0)) + " flagged"
                                                      if c.get("drift_flagged") else "ok")
-        rows.append((c["name"], c["device"], c["dtype"], c["verdict"].upper() if c["verdict"] == "fail" else "pass",
+        rows.append((c["name"], c["device"], c["dtype"], c["verdict"] if c["verdict"] == "pass" else c["verdict"].upper(),
                      "crashed" if c.get("error") else _worst(c), c.get("first_divergent_stage") or "-",
                      c.get("root_cause_stage") or "-", drift,
                      f"{float(decode_float(c['timings'].get('total_s', 0.0)) or 0.0):.1f}s"))
@@ -285,7 +300,10 @@ def summary_table(doc: dict, verbose: int = 0, quiet: bool = False) -> str:
             lines.extend(s.get("message", "") for s in failing)
         elif failing:
             lines.append(f"{c['key']}: {len(failing)} failing stage(s): " + ", ".join(
-                f"{s['name']} ({_shown(s)})" for s in failing))
+                f"{s['name']} ({_shown(s)}{stage_note(s)})" for s in failing))
+        for a in c.get("divergences") or []:
+            if a["status"] != "known":
+                lines.append(f"{c['key']}: {a['stage']}: {a['message']}")
     for name, why in (doc.get("not_expressible") or {}).items():
         lines.append(f"{name}: not run, the pair cannot express it: " + "; ".join(f"{k}: {v}" for k, v in why.items()))
     for d in doc.get("devices", []):
@@ -298,7 +316,8 @@ def summary_table(doc: dict, verbose: int = 0, quiet: bool = False) -> str:
             lines.append(f"  {f['case']} {f['stage']}: max |d| {fmt(decode_float(f['then']))} -> "
                          f"{fmt(decode_float(f['now']))} (x{fmt(decode_float(f['ratio']))})")
     s, t = doc["summary"], doc["timings"]
-    lines.append(f"verdict: {doc['verdict'].upper()}  {s['passed']}/{s['cases']} cases passed"
+    known = "".join(f", {s[k]} {k}" for k in ("known", "fixed") if s.get(k))
+    lines.append(f"verdict: {doc['verdict'].upper()}  {s['passed']}/{s['cases']} cases passed{known}"
                  + (f"  (wall {t['wall_s']:.1f}s; forward passes {t['forward_s']:.1f}s; harness "
                     f"{t['harness_s']:.1f}s = {100 * t['harness_fraction']:.1f}%)" if not quiet else ""))
     hub = doc["hub"]
@@ -370,7 +389,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         isolation=args.isolation, baseline=args.baseline, drift_factor=args.drift_factor, recheck=args.recheck,
         junit=args.junit, force=args.force, figures=args.figures, background=args.background,
         command=("python", "-m", "parity.report", *argv), pair=args.pair, pair_from=args.pair_from,
-        job_timeout=args.job_timeout)
+        job_timeout=args.job_timeout, divergences=args.divergences, no_divergences=args.no_divergences)
     progress = Progress(sys.stderr, args.quiet)
     try:
         outcome = build_report(options, progress, started=t0, clock=clock)

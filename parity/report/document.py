@@ -3,10 +3,12 @@
 Everything is plain JSON: non-finite floats are the strings "nan", "inf", "-inf" (the
 convention of parity.compare / parity.jsonable.to_json), ``None`` means "not computed".
 
-Verdicts: a case passes when every stage passes and it did not crash. ``parity_verdict`` is
-"pass" when every case passes; the top-level ``verdict`` (what gates read, and what the exit
-code follows) is "pass" when, in addition, no stage drifted beyond the factor against the
-baseline. ``verdict_reasons`` says why a verdict is "fail". An unavailable device is listed
+Verdicts: a case passes when every stage passes and it did not crash; with the registry of
+known divergences (parity.divergences) a case whose only failures are registered is "known",
+one whose registered divergence disappeared "fixed" (a failure until the entry is removed).
+``parity_verdict`` is "pass" when every case passes or is known; the top-level ``verdict``
+(what gates read, and what the exit code follows) is "pass" when, in addition, no stage
+drifted beyond the factor against the baseline. ``verdict_reasons`` says why a verdict is "fail". An unavailable device is listed
 in ``devices`` with its reason and does not fail the report.
 
 Each case entry is a superset of :meth:`parity.results.CaseResult.to_dict` (without the
@@ -22,6 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from parity.results import SCHEMA as CASE_SCHEMA
 from parity.results import SCHEMA_VERSION as CASE_SCHEMA_VERSION
+from parity.divergences import verdict_ok
 from parity.jsonable import encode_float, to_json
 
 from . import hub as hub_mod
@@ -31,7 +34,10 @@ from .runner import CaseRecord
 SCHEMA = "parity.report"
 #: 2: sides and pairs (``pair``; per case ``sides`` and ``errors``; captures named
 #: ``<role>.<side>.npz``; patch statistics and grids per role; determinism per side).
-SCHEMA_VERSION = 2
+#: 3: known divergences (``divergences``: the registry applied; a case's ``verdict`` may be
+#: "known" or "fixed", with ``raw_verdict`` and ``divergences``; a stage's ``divergence``;
+#: ``summary.known`` / ``summary.fixed``). Version 2 hubs are still read (recheck, show, baseline).
+SCHEMA_VERSION = 3
 
 
 def iso_now(t: Optional[float] = None) -> str:
@@ -101,7 +107,8 @@ def device_entries(devices: Sequence[DeviceStatus], cases: Sequence[Dict[str, An
         mine = [c for c in cases if c["device"] == dev.device]
         d["cases"] = [c["key"] for c in mine]
         d["passed"] = sum(c["verdict"] == "pass" for c in mine)
-        d["failed"] = len(mine) - d["passed"]
+        d["known"] = sum(c["verdict"] == "known" for c in mine)
+        d["failed"] = len(mine) - d["passed"] - d["known"]
         d["verdict"] = None if not dev.available else ("pass" if d["failed"] == 0 else "fail")
         out.append(d)
     return out
@@ -175,12 +182,16 @@ def timing_block(records: Sequence[CaseRecord], wall_s: float, clock: str, setup
 
 
 def verdicts(cases: Sequence[Dict[str, Any]], drift: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-    failed = [c for c in cases if c["verdict"] != "pass"]
+    failed = [c for c in cases if not verdict_ok(c["verdict"])]
     reasons = []
     crashed = [c for c in failed if c.get("error")]
+    fixed = [c for c in failed if c["verdict"] == "fixed"]
     if failed:
         reasons.append(f"{len(failed)} of {len(cases)} cases failed: " + ", ".join(c["key"] for c in failed[:10])
                        + (" ..." if len(failed) > 10 else ""))
+    if fixed:
+        reasons.append(f"{len(fixed)} case(s) no longer show a registered divergence (fixed: remove the entry): "
+                       + ", ".join(c["key"] for c in fixed[:10]))
     if crashed:
         reasons.append(f"{len(crashed)} case(s) did not run to the end: " + ", ".join(c["key"] for c in crashed[:5]))
     if drift and drift["n_flagged"]:
@@ -193,7 +204,9 @@ def verdicts(cases: Sequence[Dict[str, Any]], drift: Optional[Dict[str, Any]]) -
 def summary_counts(cases: Sequence[Dict[str, Any]], devices: Sequence[Dict[str, Any]],
                    drift: Optional[Dict[str, Any]]) -> Dict[str, Any]:
     return {"cases": len(cases), "passed": sum(c["verdict"] == "pass" for c in cases),
-            "failed": sum(c["verdict"] != "pass" for c in cases),
+            "known": sum(c["verdict"] == "known" for c in cases),
+            "fixed": sum(c["verdict"] == "fixed" for c in cases),
+            "failed": sum(not verdict_ok(c["verdict"]) for c in cases),
             "crashed": sum(bool(c.get("error")) for c in cases),
             "devices_available": [d["device"] for d in devices if d["status"] == "available"],
             "devices_unavailable": [d["device"] for d in devices if d["status"] != "available"],

@@ -17,7 +17,7 @@ CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:1.5em;color:#222;max-width:1800px}
 h1{margin:.2em 0} h2{margin-top:1.6em;border-bottom:1px solid #ddd}
 .banner{padding:.6em 1em;border-radius:6px;font-size:1.3em;font-weight:600;display:inline-block}
-.pass{background:#d9f2d9;color:#135e13}.fail{background:#f8d4d4;color:#8a1111}.na{background:#eee;color:#555}
+.pass{background:#d9f2d9;color:#135e13}.known{background:#fbeec4;color:#6b4e00}.fail{background:#f8d4d4;color:#8a1111}.na{background:#eee;color:#555}
 table{border-collapse:collapse;font-size:13px} td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}
 th{background:#f4f4f4} td.m{text-align:center;font-variant-numeric:tabular-nums;min-width:3.6em}
 td.bad{outline:2px solid #000;outline-offset:-2px;font-weight:700}
@@ -49,7 +49,7 @@ def colour(margin: Any) -> str:
 
 
 def _verdict(v: Optional[str]) -> str:
-    cls = {"pass": "pass", "fail": "fail"}.get(v or "", "na")
+    cls = {"pass": "pass", "fail": "fail", "known": "known", "fixed": "fail"}.get(v or "", "na")
     return f'<span class="banner {cls}" style="font-size:1em;padding:1px 6px">{_e((v or "n/a").upper())}</span>'
 
 
@@ -78,6 +78,10 @@ def _case_table(cases: Sequence[Mapping[str, Any]], stages: Sequence[str]) -> st
                 tip += f"; drift x{fmt(decode_float(drift.get('ratio')))} vs baseline"
             if st.get("problem"):
                 tip += f"; {st['problem']}"
+            if st.get("divergence"):
+                tip += f"; {st['divergence']['message']}"
+                if st["divergence"]["status"] in ("known", "known_propagated"):
+                    text += " K"
             cells.append(f'<td class="{cls}" style="background:{colour(m)}" title="{_e(tip)}">{_e(text)}</td>')
         name = f'<a href="#case-{_href(c["key"])}">{_e(c["key"])}</a>'
         rows.append(f"<tr><td>{name}</td><td>{_e(c['dtype'])}</td><td>{_verdict(c['verdict'])}</td>"
@@ -87,7 +91,8 @@ def _case_table(cases: Sequence[Mapping[str, Any]], stages: Sequence[str]) -> st
     legend = (f'<p class="small">Cell: error / tolerance (the stage\'s margin; &gt; 1 fails; "L": that of the '
               f'teacher-forced local comparison, for a stage that fails only there), coloured by its log10 '
               f'from {lo:g} (green) through 0 (yellow) to {hi:g} (red); framed: failing stage; purple underline: '
-              f'drifted against the baseline; hover for details.</p>')
+              f'drifted against the baseline; "K": a known divergence (registered, or propagated from one); hover for '
+              f'details.</p>')
     return (f"<table><tr><th>case</th><th>dtype</th><th>verdict</th><th>first divergent</th><th>root cause</th>"
             f"{head}</tr>{''.join(rows)}</table>{legend}")
 
@@ -130,6 +135,8 @@ def _case_section(c: Mapping[str, Any]) -> str:
                      "the same way on both sides from its captured stages; those are what is compared):</p>"
                      f"<table><tr><th>side</th><th>own loss</th><th>value</th><th>canonical stage</th>"
                      f"<th>computed by</th></tr>{rows}</table>")
+    if c.get("divergences"):
+        parts.append(_divergence_list(c))
     failing = [s for s in c.get("stages", []) if s.get("verdict") != "pass"]
     for s in failing[:6]:
         parts.append(f"<pre>{_e(s.get('message'))}</pre>")
@@ -140,6 +147,44 @@ def _case_section(c: Mapping[str, Any]) -> str:
         parts.append('<p class="small">captures: ' + ", ".join(_link(rel, role) for role, rel in caps.items()) + "</p>")
     parts.append(_figures(c))
     return "\n".join(parts)
+
+
+def _divergence_list(c: Mapping[str, Any]) -> str:
+    """The case's registered divergences and how each stage was judged (known, new, fixed ...)."""
+    rows = []
+    for st in c.get("stages", []):
+        d = st.get("divergence")
+        if d:
+            where = f" ({_e(d.get('where'))})" if d.get("where") else ""
+            rows.append(f"<li><b>{_e(st['name'])}</b>: {_e(d['status'].replace('_', ' '))}: {_e(d['message'])}{where}</li>")
+    for a in c.get("divergences") or []:
+        if a["stage"] not in {st["name"] for st in c.get("stages", [])}:
+            rows.append(f"<li><b>{_e(a['stage'])}</b>: {_e(a['status'])}: {_e(a['message'])}</li>")
+    return (f'<p class="small">known divergences (verdict without them: {_e(c.get("raw_verdict"))}):</p>'
+            f'<ul class="small">{"".join(rows)}</ul>')
+
+
+def _uses(applied: Mapping[str, Any], ident: str) -> str:
+    got = [f"{key}: {a['status']}" for key, case in applied.items() for a in case["entries"] if a["id"] == ident]
+    return ", ".join(got) or "no case of this run"
+
+
+def _divergences(reg: Optional[Mapping[str, Any]]) -> str:
+    if not reg:
+        return ""
+    if not reg.get("enabled", True):
+        return f"<h2>Known divergences</h2><p class='small'>{_e(reg.get('note'))}</p>"
+    files = "".join(f"<li>{_e(f['origin'])}: {_e(f['path'])} (sha256 {_e(f['sha256'][:16])}...)</li>"
+                    for f in reg.get("files", []))
+    applied = reg.get("applied") or {}
+    rows = "".join(
+        f"<tr><td>{_e(e['id'])}</td><td>{_e(e['cases'])}</td><td>{_e(e['stage'])}</td>"
+        f"<td>{_e(fmt(decode_float(e['measured'].get('err_over_tol'))))}</td><td>{_e(e['reason'])}</td>"
+        f"<td>{_e(e['where'])}</td><td>{_e(_uses(applied, e['id']))}</td></tr>"
+        for e in reg.get("entries", []))
+    table = ("<table><tr><th>entry</th><th>cases</th><th>stage</th><th>measured err/tol</th><th>reason</th>"
+             f"<th>where</th><th>this run</th></tr>{rows}</table>") if rows else "<p class='small'>no entries</p>"
+    return f"<h2>Known divergences</h2><ul class='small'>{files or '<li>' + _e(reg.get('note')) + '</li>'}</ul>{table}"
 
 
 def _kv(d: Mapping[str, Any]) -> str:
@@ -221,12 +266,13 @@ def render(doc: Mapping[str, Any]) -> str:
                    f'alt="summary heat map"></a></p>') if files.get("summary") in doc.get("artifacts", []) else ""
     prov_main = {k: prov.get(k) for k in ("python", "numpy", "tensorflow", "keras", "torch", "cuda", "os", "cpu",
                                           "tolerance_mode", "isolation", "TF_ENABLE_ONEDNN_OPTS", "command", "git")}
+    known = "".join(f", {s[k]} {k}" for k in ("known", "fixed") if s.get(k))
     body = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Forward parity: {_e(v.upper())}</title>
 <style>{CSS}</style></head><body>
 <h1>Forward parity report</h1>
 <p>Pair: reference <b>{_e((doc.get('pair') or {}).get('reference'))}</b>, candidate <b>{_e((doc.get('pair') or {}).get('candidate'))}</b></p>
-<div class="banner {'pass' if v == 'pass' else 'fail'}">{_e(v.upper())}: {s.get('passed', 0)} of {s.get('cases', 0)} cases passed</div>
+<div class="banner {'pass' if v == 'pass' else 'fail'}">{_e(v.upper())}: {s.get('passed', 0)} of {s.get('cases', 0)} cases passed{known}</div>
 <ul>{reasons}</ul>
 {recheck}
 <p class="small">created {_e(doc.get('created'))}; mode {_e(doc.get('mode'))}; tolerances {_e(doc['tolerances'].get('mode'))}
@@ -239,6 +285,7 @@ def render(doc: Mapping[str, Any]) -> str:
 {_case_table(doc.get('cases', []), (doc.get('pair') or {}).get('stages') or STAGE_NAMES)}
 {summary_img}
 {_drift(doc.get('drift'))}
+{_divergences(doc.get('divergences'))}
 <h2>Patch grids of the default case</h2>
 <div class="figs">{grids or '<p class="small">none</p>'}</div>
 <h2>Cases</h2>

@@ -1,7 +1,9 @@
 """JUnit XML of a report document, for CI systems that show test results.
 
 One ``testsuite`` per device (``parity.<device>``), one ``testcase`` per case: a failing case
-is a ``failure`` (its failing stages' messages in the body), a crashed case an ``error``; an
+is a ``failure`` (its failing stages' messages in the body; a fixed or grown known divergence
+says so), a case failing only at known divergences is ``skipped`` with their messages (as
+pytest reports an xfail), a crashed case an ``error``; an
 unavailable device gives one ``skipped`` testcase with the reason. With a baseline, each
 compared case also gets a ``<case> drift`` testcase that fails when a stage drifted.
 """
@@ -42,13 +44,20 @@ def to_junit(doc: Mapping[str, Any]) -> bytes:
                 el = ET.SubElement(tc, "error", message=c["error"][:500], type="CaseError")
                 el.text = c["error"]
                 counts["errors"] += 1
+            elif c["verdict"] == "known":  # a known divergence: reported, not a failure (like an xfail)
+                notes = [a["message"] for a in c.get("divergences") or []]
+                ET.SubElement(tc, "skipped", message=f"known divergence: {'; '.join(notes)}"[:500])
+                counts["skipped"] += 1
             elif c["verdict"] != "pass":
                 failing = [s for s in c.get("stages", []) if s.get("verdict") != "pass"]
                 msg = f"first divergent stage {c.get('first_divergent_stage')}"
                 if c.get("root_cause_stage"):
                     msg += f"; root cause {c['root_cause_stage']}"
-                el = ET.SubElement(tc, "failure", message=msg, type="ParityMismatch")
-                el.text = "\n\n".join([*c.get("problems", []), *(s.get("message", "") for s in failing)])
+                judged = [a["message"] for a in c.get("divergences") or [] if a["status"] != "known"]
+                if judged:
+                    msg += "; " + "; ".join(judged)
+                el = ET.SubElement(tc, "failure", message=msg[:1000], type="ParityMismatch")
+                el.text = "\n\n".join([*c.get("problems", []), *judged, *(s.get("message", "") for s in failing)])
                 counts["failures"] += 1
             row = drift_rows.get((c["name"], c["device"]))
             if row is not None:

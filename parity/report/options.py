@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from parity import engine as engine_mod
 from parity.capture import CaptureError, load_capture
 from parity.cases import Case
+from parity.divergences import DivergenceError, Registry, registry_for
 from parity.pairs import PairError, load_pair_from, resolve_pair
 from parity.pool import DEFAULT_JOB_TIMEOUT
 from parity.tolerances import DTYPES, NOISE_FLOOR_K, ToleranceTable, load_tolerances
@@ -68,6 +69,8 @@ class ReportOptions:
     pair: Optional[str] = None  # "REFERENCE:CANDIDATE" or a pair name (None: reference_tf:torch_impl)
     pair_from: Optional[str] = None  # "module:object": a Pair, or a factory returning one
     job_timeout: float = DEFAULT_JOB_TIMEOUT
+    divergences: Optional[Path] = None  # a registry file on top of the pair's shipped one (--divergences)
+    no_divergences: bool = False  # apply no known divergence: the raw verdicts (--no-divergences)
 
     def to_dict(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {}
@@ -105,6 +108,7 @@ class Plan:
     engine: Any = None  # parity.engine.Engine of the pair (its workers serve the whole report)
     refused: Dict[str, Dict[str, str]] = field(default_factory=dict)  # case -> {side: why it cannot express it}
     busy_s: Optional[float] = None  # wall time during which a side was working (set by the runner)
+    divergences: Optional[Registry] = None  # the known divergences applied to the verdicts
 
     @property
     def available_devices(self) -> List[str]:
@@ -251,7 +255,10 @@ def make_plan(opts: ReportOptions) -> Plan:
         if given:
             raise _fail(f"{given[0]} cannot be combined with --recheck (a recheck re-compares the stored captures; "
                         f"it runs no model); allowed with --recheck: --hub, --case, --tolerances, --tolerance-mode, "
-                        f"--noise-floor-k, --baseline, --drift-factor, --junit, --force")
+                        f"--noise-floor-k, --baseline, --drift-factor, --divergences, --no-divergences, --junit, "
+                        f"--force")
+    if opts.divergences is not None and opts.no_divergences:
+        raise _fail("give either --divergences FILE or --no-divergences, not both")
 
     if opts.pair is not None and opts.pair_from is not None:
         raise _fail("give either --pair or --pair-from, not both")
@@ -282,6 +289,7 @@ def make_plan(opts: ReportOptions) -> Plan:
     if recheck:
         mode = opts.tolerance_mode
         source, source_cases = _load_source(opts, mode)
+        divergences = _divergences(opts, pair, source)
         devices = []
         for e in source.get("devices", []) or []:
             if isinstance(e, dict) and "device" in e:
@@ -302,6 +310,7 @@ def make_plan(opts: ReportOptions) -> Plan:
                         f"{'; '.join(f'{k}: {v}' for k, v in first[1].items())})")
         cases = [c for c in cases if c.name not in refused]
         _check_input_files(cases, pair.cases)
+        divergences = _divergences(opts, pair, None)
         mode = opts.tolerance_mode
         isolation = opts.isolation or DEFAULT_ISOLATION
         engine = engine_mod.Engine(pair, isolation=isolation, job_timeout=opts.job_timeout)
@@ -337,7 +346,25 @@ def make_plan(opts: ReportOptions) -> Plan:
     return Plan(options=opts, hub=hub, earlier=earlier, mode="recheck" if recheck else "run", cases=cases,
                 devices=devices, table=table, tolerance_path=tol_path, tolerance_mode=mode, isolation=isolation,
                 suite=suite, baseline=baseline, source=source, source_cases=source_cases, in_place=in_place,
-                engine=engine, refused=refused if not recheck else {})
+                engine=engine, divergences=divergences, refused=refused if not recheck else {})
+
+
+def _divergences(opts: ReportOptions, pair, source: Optional[Dict[str, Any]]) -> Registry:
+    """The known divergences of this run: the pair's shipped registry (with --divergences FILE on
+    top; none with --no-divergences). A recheck given neither flag applies the entries its
+    source hub recorded (a source written before the registry existed: the shipped one)."""
+    recorded = (source or {}).get("divergences")
+    if (source is not None and isinstance(recorded, dict) and recorded.get("pair") == pair.name
+            and opts.divergences is None and not opts.no_divergences):
+        try:
+            return Registry.from_dict(recorded)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _fail(f"--recheck: the source's recorded divergences cannot be read ({exc}); recheck with "
+                        f"--divergences FILE or --no-divergences") from None
+    try:
+        return registry_for(pair, extra=opts.divergences, enabled=not opts.no_divergences)
+    except DivergenceError as exc:
+        raise _fail(f"divergence registry: {exc}") from None
 
 
 def _source_pair(src: Path) -> Tuple[Optional[str], Optional[str]]:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from parity.capture import Capture
+from parity.divergences import judge_case, stage_graph
 from parity.engine import Comparison, Engine, NoiseFloor, Outcome, Stored, role_of, uses_noise_floor
 
 from . import hub as hub_mod
@@ -56,10 +57,23 @@ class CaseRecord:
     figures: Dict[str, Any] = field(default_factory=dict)
     figure_errors: List[str] = field(default_factory=list)
     files: List[str] = field(default_factory=list)  # hub-relative files written for this case
+    status: Optional[str] = None  # the verdict under the known divergences (None: no entry matched)
 
     @property
     def verdict(self) -> str:
         return "pass" if self.error is None and self.result is not None and self.result.passed else "fail"
+
+
+def _judge(plan: Plan, rec: CaseRecord) -> None:
+    """The case's verdict under the plan's known divergences, for the progress line (the report
+    judges its case entries again, in full)."""
+    if plan.divergences is None or rec.result is None:
+        return
+    res = rec.result
+    entry = {"name": rec.name, "dtype": rec.dtype, "verdict": res.verdict, "problems": list(res.problems),
+             "stages": [s.to_dict() for s in res.stages]}
+    got = judge_case(entry, plan.divergences, stage_graph(plan.engine.pair.stages))
+    rec.status = got["verdict"] if got else None
 
 
 def _meta(capture: Capture) -> Dict[str, Any]:
@@ -71,6 +85,8 @@ def _meta(capture: Capture) -> Dict[str, Any]:
 
 def _title(rec: CaseRecord) -> str:
     verdict = "PASS" if rec.verdict == "pass" else "FAIL"
+    if rec.status in ("known", "fixed"):
+        verdict += f" ({'known divergence' if rec.status == 'known' else 'a registered divergence is fixed'})"
     return f"case {rec.name} ({rec.device}, {rec.dtype}): {verdict}"
 
 
@@ -157,6 +173,7 @@ def _run_cases(plan: Plan, engine: Engine, progress: Optional[Progress], writer:
         now = time.perf_counter()
         rec, captures = _record(plan, case, o, now - clock["t"])
         clock["t"] = now
+        _judge(plan, rec)
         if rec.result is not None:
             rec.timings["total_s"] += writer.submit(_job(plan, rec, captures, {}, patch_grids=i == 0))
         records.append(rec)
@@ -271,6 +288,7 @@ def _recheck_cases(plan: Plan, progress: Optional[Progress], writer: ArtifactWri
             load_s = sum(jr.timings.get("load_s", 0.0) for jr in o.outputs.values())
             rec.timings = {"load_s": load_s, "compare_s": o.timings.get("compare_s", 0.0), "total_s": now - clock["t"]}
             clock["t"] = now
+            _judge(plan, rec)
             rec.timings["total_s"] += writer.submit(_job(plan, rec, {"reference": ref, "candidate": cand}, copy,
                                                          patch_grids=i == 0))
         progress("done", i, n, rec)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
+from parity.divergences import CASE_VERDICTS, STATUSES
 from parity.results import LABELS
 
 from .document import SCHEMA, SCHEMA_VERSION
@@ -55,7 +56,13 @@ STAGE = _obj({
     "worst_patches": {"anyOf": [{"type": "null"}, {"type": "array", "items": _obj(
         {"b": {"type": "integer"}, "c": {"type": "integer"}, "max_abs": NUM})}]},
     "drift": {"anyOf": [DRIFT_STAGE, {"type": "null"}]},
+    "divergence": _obj({"status": {"enum": list(STATUSES)}, "entry": STR_OR_NULL, "message": {"type": "string"}},
+                       {"from": {"anyOf": [{"type": "null"}, {"type": "array", "items": {"type": "string"}}]},
+                        "reason": {"type": "string"}, "where": {"type": "string"}, "registered": NUM}),
 })
+
+APPLIED = _obj({"id": {"type": "string"}, "stage": {"type": "string"}, "status": {"enum": list(STATUSES)},
+                "err_over_tol": NUM_OR_NULL, "registered": NUM, "message": {"type": "string"}})
 
 CASE = _obj({
     "name": {"type": "string"},
@@ -63,7 +70,7 @@ CASE = _obj({
     "config": {"type": "object"},
     "dtype": {"enum": ["float32", "float64"]},
     "device": {"type": "string"},
-    "verdict": VERDICT,
+    "verdict": {"enum": list(CASE_VERDICTS)},
     "first_divergent_stage": STR_OR_NULL,
     "stages": {"type": "array", "items": STAGE},
     "error": STR_OR_NULL,
@@ -77,6 +84,8 @@ CASE = _obj({
                  "propertyNames": {"enum": ["reference", "candidate", "local", "reference_float32"]}},
     "figures": {"type": "object"},
     "drift_flagged": {"type": "integer", "minimum": 0},
+    "raw_verdict": VERDICT,
+    "divergences": {"type": "array", "items": APPLIED},
     "sides": _obj({"reference": {"type": "string"}, "candidate": {"type": "string"}}),
     "errors": {"type": "array", "items": _obj({"side": {"type": "string"}, "job": {"type": "string"},
                                                "kind": {"enum": ["error", "crash", "timeout", "unavailable"]},
@@ -119,6 +128,22 @@ DRIFT = _obj({
     "cases": {"type": "array"},
 })
 
+DIVERGENCE_ENTRY = _obj({k: {"type": "string"} for k in ("id", "pair", "cases", "stage", "reason", "where")}
+                        | {"measured": _obj({"err_over_tol": NUM, "command": {"type": "string"},
+                                             "date": {"type": "string"}}),
+                           "grow_factor": NUM})
+DIVERGENCES = _obj({
+    "pair": {"type": "string"}, "enabled": {"type": "boolean"},
+    "files": {"type": "array", "items": _obj({"path": {"type": "string"}, "sha256": {"type": "string"},
+                                              "origin": {"enum": ["shipped", "given"]}})},
+    "entries": {"type": "array", "items": DIVERGENCE_ENTRY},
+    "applied": {"type": "object", "additionalProperties": _obj({"verdict": {"enum": list(CASE_VERDICTS)},
+                                                                 "raw_verdict": VERDICT,
+                                                                 "entries": {"type": "array", "items": APPLIED}})},
+    "counts": _obj({v: {"type": "integer", "minimum": 0} for v in CASE_VERDICTS}),
+    "unused": {"type": "array", "items": {"type": "string"}},
+})
+
 TIMINGS = _obj({k: NUM for k in ("wall_s", "forward_s", "backend_s", "harness_s", "harness_fraction",
                                  "outside_forward_s", "outside_forward_fraction")})
 
@@ -143,6 +168,7 @@ REPORT_SCHEMA: Dict[str, Any] = {
         "devices": {"type": "array", "items": DEVICE},
         "cases": {"type": "array", "items": CASE},
         "drift": {"anyOf": [{"type": "null"}, DRIFT]},
+        "divergences": DIVERGENCES,
         "timings": TIMINGS,
         "summary": {"type": "object"},
         "files": {"type": "object"},

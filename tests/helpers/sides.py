@@ -94,3 +94,12 @@ def sqrt_pair():
 
     return Pair(name="sqrt", reference="sqrt", candidate="sqrt_buggy", stages=SQRT_STAGES, cases=cases,
                 description="a pair defined only in tests, with a stage of its own")
+
+
+def registered_sqrt_pair():
+    """The sqrt pair with its two sides registered (for ``--pair-from`` in a fresh process)."""
+    from parity import sides
+
+    sides.register_side("sqrt", "tests.helpers.sides:SqrtSide")
+    sides.register_side("sqrt_buggy", "tests.helpers.sides:BuggySqrtSide")
+    return sqrt_pair()

@@ -4,7 +4,8 @@ Each case runs once per test session (both sides, teacher forcing, comparison); 
 result and the reference capture are cached on disk under pytest's shared base temp
 folder, behind a file lock, so `pytest -n N` workers share one run per case.
 ``--pair NAME`` (or REFERENCE:CANDIDATE) runs the suite on another registered pair: its cases,
-its stages and its own goldens (``golden_<pair>_<case>``).
+its stages and its own goldens (``golden_<pair>_<case>``). The pair's known divergences
+(parity.divergences; ``--divergences FILE``, ``--no-divergences``) are strict xfails (known.py).
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from parity.capture import load_capture, save_capture
 from parity.pairs import PairError, resolve_pair
 from parity.results import CaseResult
 
+from . import known
+
 
 def pytest_addoption(parser):
     parser.addoption("--suite", action="store", default="default",
@@ -25,6 +28,11 @@ def pytest_addoption(parser):
     parser.addoption("--pair", action="store", default=None,
                      help="the pair the parity suite runs on: a registered pair name or REFERENCE:CANDIDATE "
                           "(default: the built-in pair reference_tf:torch_impl)")
+    parser.addoption("--divergences", action="store", default=None, type=Path,
+                     help="a registry of known divergences (TOML, docs/divergences.md) on top of the pair's shipped "
+                          "one: their stage tests are strict xfails")
+    parser.addoption("--no-divergences", action="store_true", default=False,
+                     help="apply no known divergence (every divergent stage fails)")
 
 
 def suite_pair(config):
@@ -47,14 +55,19 @@ def pytest_generate_tests(metafunc):
     if "case_name" in metafunc.fixturenames:
         pair = suite_pair(metafunc.config)
         chosen = suite_cases(metafunc.config)
-        names = [c.name for c in chosen]
+        reg = known.registry(metafunc.config, pair)
+        dtype = getattr(metafunc.function, "parity_dtype", None)  # test_forward_float64 runs the cases in float64
+        by = {c.name: c for c in chosen}
         marks = {c.name: ([pytest.mark.nightly, pytest.mark.slow] if "default" not in c.suites else [])
                  for c in chosen}
-        params = [pytest.param(n, marks=marks[n], id=n) for n in names]
         if "stage_name" in metafunc.fixturenames:
-            params = [pytest.param(n, s, marks=marks[n], id=f"{n}-{s}") for n in names for s in pair.stage_names]
+            params = [pytest.param(n, s, marks=marks[n] + known.marks(reg, by[n], s), id=f"{n}-{s}")
+                      for n in by for s in pair.stage_names]
             metafunc.parametrize(("case_name", "stage_name"), params)
         else:
+            case_marks = metafunc.function.__name__ in ("test_forward_case", "test_forward_float64")
+            params = [pytest.param(n, marks=marks[n] + (known.marks(reg, by[n], dtype=dtype) if case_marks else []),
+                                   id=n) for n in by]
             metafunc.parametrize("case_name", params)
 
 
@@ -101,6 +114,12 @@ def case_cache(tmp_path_factory, worker_id, request):
 def pair(request):
     """The pair the parity suite runs on (--pair)."""
     return suite_pair(request.config)
+
+
+@pytest.fixture(scope="session")
+def divergences(request):
+    """The known divergences of the suite's pair (parity.divergences), as the report applies them."""
+    return known.registry(request.config, suite_pair(request.config))
 
 
 @pytest.fixture(scope="session")

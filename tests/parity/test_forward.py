@@ -14,37 +14,48 @@ from pytest_regressions.ndarrays_regression import NDArraysRegressionFixture
 
 from parity import messages, stages
 
+from . import known
 from .goldens import golden_arrays
 
 ACCEPT = ("If the reference changed on purpose (e.g. a TensorFlow upgrade), accept it with "
           "`pytest tests/parity -k forward --force-regen` and commit the regenerated goldens.")
 
 
-def test_forward_stage(case_cache, case_name, stage_name):
+def _dtype(pair, case_name, dtype=None):
+    return dtype or pair.cases.get_case(case_name).dtype
+
+
+def test_forward_stage(case_cache, case_name, stage_name, pair, divergences):
     result, _ = case_cache.get(case_name)
     stage = result.stage(stage_name)
+    known.check_stage(known.judged(result, divergences, pair, case_name, _dtype(pair, case_name)), stage_name)
     if not stage:
         pytest.fail(messages.format_stage_failure(case_name, stage, result.patch_errors.get(stage_name)),
                     pytrace=False)
 
 
-def test_forward_case(case_cache, case_name, pair):
+def test_forward_case(case_cache, case_name, pair, divergences):
     result, reference = case_cache.get(case_name)
     assert [s.name for s in result.stages] == list(pair.stage_names)
     assert list(reference.stages) == list(pair.stage_names)
     assert not result.problems, result.problems
+    known.check_case(known.judged(result, divergences, pair, case_name, _dtype(pair, case_name)))
     if result.first_divergent_stage is not None:
         pytest.fail(messages.format_case_summary(result), pytrace=False)
 
 
-def test_forward_float64(case_cache, case_name):
+def test_forward_float64(case_cache, case_name, pair, divergences):
     """The same case in float64: every stage agrees to the float64 table (1e-10 of the stage scale)."""
     result, _ = case_cache.get(case_name, "float64")
+    known.check_case(known.judged(result, divergences, pair, case_name, "float64"))
     failed = [s for s in result.stages if not s]
     if failed:
         pytest.fail("\n\n".join(messages.format_stage_failure(f"{case_name}@float64", s) for s in failed),
                     pytrace=False)
     assert max(s.rel_max for s in result.stages) <= 1e-10
+
+
+test_forward_float64.parity_dtype = "float64"  # conftest: its strict xfails are the float64 entries
 
 
 def _golden_name(pair, case_name: str) -> str:

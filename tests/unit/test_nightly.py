@@ -76,3 +76,30 @@ def test_the_gate_on_another_pair(tmp_path):
     doc = json.loads((hub / "parity_report.json").read_text())
     assert doc["pair"]["name"] == "example" and doc["verdict"] == "pass"
     assert (hub / "junit-pytest.xml").is_file() and "--pair example" in proc.stdout
+
+
+SQRT_ENTRY = """pair = "sqrt"
+
+[[divergence]]
+cases = "n64_g1"
+stage = "pred_sqrt"
+dtype = "float32"
+reason = "the candidate scales its square root by 1.001"
+where = "tests/helpers/sides.py (BuggySqrtSide.factor)"
+measured = { err_over_tol = 50.0, command = "python -m parity.report --pair-from tests.helpers.sides:registered_sqrt_pair --case n64_g1", date = "2026-12-01" }
+"""
+
+
+def test_the_gate_tolerates_a_known_divergence_and_fails_a_new_one(tmp_path):
+    """The sqrt pair's candidate is 0.1 % off at pred_sqrt: registered, the gate is green; not, red."""
+    reg = tmp_path / "sqrt.toml"
+    reg.write_text(SQRT_ENTRY)
+    pair = ["--", "--pair-from", "tests.helpers.sides:registered_sqrt_pair", *SMALL[1:]]
+    known = _nightly(tmp_path, "--hub", str(tmp_path / "nightly-k"), "--baseline", "none", "--divergences", str(reg),
+                     *pair)
+    assert known.returncode == 0, known.stdout + known.stderr
+    assert "cases known (tolerated): 1, fixed (remove the entry): 0, failed: 0" in known.stdout
+    assert json.loads((tmp_path / "nightly-k" / "parity_report.json").read_text())["cases"][0]["verdict"] == "known"
+    new = _nightly(tmp_path, "--hub", str(tmp_path / "nightly-n"), "--baseline", "none", *pair)
+    assert new.returncode == 1, new.stdout + new.stderr
+    assert "cases known (tolerated): 0, fixed (remove the entry): 0, failed: 1" in new.stdout
