@@ -105,6 +105,11 @@ def _name(target: Any, what: str) -> str:
 
 #: ``Tap.feed`` of a layer tap whose layer takes its inputs as a list, even a single one.
 AS_LIST = ("as_list",)
+#: ``feed=AT_INPUTS`` (module and function output taps): teacher forcing puts the reference's
+#: value of each input stage where that stage is produced (at its own tap) and reruns the
+#: forward, instead of feeding the target's arguments; for a stage computed inline, in code no
+#: tap can feed, from stages that are tapped.
+AT_INPUTS = ("@inputs",)
 
 
 def layer(name: str, index: Any = None, *, layout: Any = None, call: Optional[int] = None, force: bool = True,

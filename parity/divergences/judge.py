@@ -51,7 +51,21 @@ def _nonfinite(st: Mapping[str, Any]) -> int:
     return int((st.get("nonfinite") or {}).get("elements", 0) or 0)
 
 
+def _shape_status(st: Mapping[str, Any], e: Divergence) -> Tuple[str, str]:
+    problem = str(st.get("problem") or "")
+    if st.get("verdict") == "pass" or "shape mismatch" not in problem:
+        return "fixed", (f"fixed: remove the entry {e.id!r} ({e.source}): the shapes agree now "
+                         f"(registered: {e.measured['shape']})")
+    if e.measured["shape"] not in problem:
+        return "grown", f"known divergence {e.id!r} changed: {problem} (registered: {e.measured['shape']})"
+    return "known", f"known divergence {e.id!r}: {e.measured['shape']}: {e.reason}"
+
+
 def _registered_status(st: Mapping[str, Any], e: Divergence) -> Tuple[str, str]:
+    if e.kind == "shape":
+        return _shape_status(st, e)
+    if e.kind == "error":
+        return "fixed", f"fixed: remove the entry {e.id!r} ({e.source}): the case runs now (registered: it raised)"
     margin, local = _num(st.get("margin")), _num(st.get("local_error"))
     now = fmt(margin) if margin is not None else "n/a"
     if st.get("verdict") == "pass":
@@ -103,8 +117,10 @@ def judge_case(case: MutableMapping[str, Any], registry: Registry, graph: Mappin
     ``{"verdict", "raw_verdict", "entries": [...]}`` or None when no entry matches the case (or
     it did not run: a crashed case stays a failure)."""
     entries = registry.for_case(case.get("name", ""), case.get("dtype"))
-    if not entries or case.get("error"):
+    if not entries:
         return None
+    if case.get("error"):
+        return _judge_error(case, entries)
     stages = [s for s in case.get("stages") or [] if isinstance(s, dict)]
     by = {s["name"]: s for s in stages}
     registered = {e.stage: e for e in entries}
@@ -147,11 +163,29 @@ def judge_case(case: MutableMapping[str, Any], registry: Registry, graph: Mappin
         if st["name"] in labels:
             st["divergence"] = labels[st["name"]]
     raw = case.get("verdict")
-    verdict = _case_verdict(status.values(), applied, bool(case.get("problems")), raw)
+    covered = tuple(f"stage {n}:" for n, st in status.items() if st == "known" and registered.get(n) is not None
+                    and registered[n].kind == "shape")
+    problems = [p for p in case.get("problems") or [] if not str(p).startswith(covered or ("\0",))]
+    verdict = _case_verdict(status.values(), applied, bool(problems), raw)
     case["raw_verdict"], case["verdict"] = raw, verdict
     summary = {"verdict": verdict, "raw_verdict": raw, "entries": applied}
     case["divergences"] = summary["entries"]
     return summary
+
+
+def _judge_error(case: MutableMapping[str, Any], entries: Sequence[Divergence]) -> Optional[Dict[str, Any]]:
+    """A case that did not run: known when an error entry's text is in its error, else untouched
+    (a crashed case stays a failure)."""
+    error = str(case.get("error") or "")
+    hits = [e for e in entries if e.kind == "error" and e.measured["error"] in error]
+    if not hits:
+        return None
+    applied = [{"id": e.id, "stage": e.stage, "status": "known", "err_over_tol": None, "registered": None,
+                "message": f"known divergence {e.id!r}: the case raises ({e.measured['error']}): {e.reason}"}
+               for e in hits]
+    raw = case.get("verdict")
+    case["raw_verdict"], case["verdict"], case["divergences"] = raw, "known", applied
+    return {"verdict": "known", "raw_verdict": raw, "entries": applied}
 
 
 def _case_verdict(statuses, applied, problems: bool, raw: Optional[str]) -> str:

@@ -19,7 +19,11 @@ holding one ``[[divergence]]`` table per entry::
                  date = "2026-12-01" }
 
 ``measured.err_over_tol`` is the stage's ``margin`` in ``parity_report.json`` (error over
-tolerance, end to end) when the entry was written; ``command`` (a command of the harness) and
+tolerance, end to end) when the entry was written. Two divergences have no margin and are
+registered by what the report says instead: a stage whose shapes differ (``measured.shape``:
+the ``reference (...) vs candidate (...)`` of the stage's ``problem``), and a side that raises
+on the case (``measured.error``: a piece of the case's ``error`` text; ``stage`` is where it
+raises); ``command`` (a command of the harness) and
 ``date`` (YYYY-MM-DD) say where it came from. Everything is checked when the file is read (unknown or missing keys, wrong types, a
 stage the pair does not have, a pattern that matches none of the pair's cases, two entries
 for the same stage of one case): :class:`DivergenceError`, one line naming the file and the
@@ -48,9 +52,11 @@ DTYPES = ("float32", "float64")
 _FILE_KEYS = {"pair", "divergence"}
 _REQUIRED = ("cases", "stage", "reason", "where", "measured")
 _OPTIONAL = ("id", "dtype", "pitfall", "grow_factor")
-_MEASURED_REQUIRED = ("err_over_tol", "command", "date")
+_MEASURED_REQUIRED = ("command", "date")
+#: what was measured: exactly one of these (the margin; a shape mismatch; an error)
+_MEASURED_KINDS = ("err_over_tol", "shape", "error")
 _MEASURED_NUMBERS = ("err_over_tol", "max_abs", "rel_l2", "local_error")
-_MEASURED_OPTIONAL = ("max_abs", "rel_l2", "local_error")
+_MEASURED_OPTIONAL = ("err_over_tol", "shape", "error", "max_abs", "rel_l2", "local_error")
 
 
 class DivergenceError(ValueError):
@@ -84,8 +90,14 @@ class Divergence:
     source: str = ""  # "<file>#<n>" (1 = the file's first entry)
 
     @property
-    def err_over_tol(self) -> float:
-        return float(self.measured["err_over_tol"])
+    def err_over_tol(self) -> Optional[float]:
+        v = self.measured.get("err_over_tol")
+        return None if v is None else float(v)
+
+    @property
+    def kind(self) -> str:
+        """"size" (a margin), "shape" (a shape mismatch) or "error" (the case raises)."""
+        return "shape" if "shape" in self.measured else "error" if "error" in self.measured else "size"
 
     @property
     def key(self) -> Tuple[str, str, Optional[str]]:
@@ -184,9 +196,13 @@ def _entry(where: str, d: Any, pair_name: str, stages: Sequence[str], cases: Seq
         raise _fail(where, f"unknown key(s) {', '.join(bad)} in measured; allowed are "
                            f"{', '.join(_MEASURED_REQUIRED + _MEASURED_OPTIONAL)}")
     lacking = [k for k in _MEASURED_REQUIRED if k not in m]
-    if lacking:
-        raise _fail(where, f"measured lacks {', '.join(lacking)} (the stage's margin from the report that "
-                           f"measured it, the command and the date)")
+    kinds = [k for k in _MEASURED_KINDS if k in m]
+    if lacking or len(kinds) != 1:
+        what = f"lacks {', '.join(lacking)}" if lacking else (f"gives {' and '.join(kinds)}" if kinds else
+                                                              "gives no size")
+        raise _fail(where, f"measured {what}: it needs the command and the date, and exactly one of err_over_tol "
+                           f"(the stage's margin from the report that measured it), shape (the stage's shape "
+                           f"mismatch) or error (a piece of the case's error)")
     measured: Dict[str, Any] = {}
     for k, v in m.items():
         if k in _MEASURED_NUMBERS:

@@ -179,7 +179,7 @@ def _divergences(reg: Optional[Mapping[str, Any]]) -> str:
     applied = reg.get("applied") or {}
     rows = "".join(
         f"<tr><td>{_e(e['id'])}</td><td>{_e(e['cases'])}</td><td>{_e(e['stage'])}</td>"
-        f"<td>{_e(fmt(decode_float(e['measured'].get('err_over_tol'))))}</td><td>{_e(e['reason'])}</td>"
+        f"<td>{_e(_measured(e['measured']))}</td><td>{_e(e['reason'])}</td>"
         f"<td>{_e(e['where'])}</td><td>{_e(_uses(applied, e['id']))}</td></tr>"
         for e in reg.get("entries", []))
     table = ("<table><tr><th>entry</th><th>cases</th><th>stage</th><th>measured err/tol</th><th>reason</th>"
@@ -299,6 +299,12 @@ def render(doc: Mapping[str, Any]) -> str:
 </body></html>
 """
     return body
+
+
+def _measured(m: Mapping[str, Any]) -> str:
+    if m.get("err_over_tol") is not None:
+        return fmt(decode_float(m["err_over_tol"]))
+    return f"shape: {m['shape']}" if "shape" in m else f"raises: {m.get('error')}"
 
 
 def _num(v: Any) -> Any:

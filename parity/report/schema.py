@@ -58,11 +58,11 @@ STAGE = _obj({
     "drift": {"anyOf": [DRIFT_STAGE, {"type": "null"}]},
     "divergence": _obj({"status": {"enum": list(STATUSES)}, "entry": STR_OR_NULL, "message": {"type": "string"}},
                        {"from": {"anyOf": [{"type": "null"}, {"type": "array", "items": {"type": "string"}}]},
-                        "reason": {"type": "string"}, "where": {"type": "string"}, "registered": NUM}),
+                        "reason": {"type": "string"}, "where": {"type": "string"}, "registered": NUM_OR_NULL}),
 })
 
 APPLIED = _obj({"id": {"type": "string"}, "stage": {"type": "string"}, "status": {"enum": list(STATUSES)},
-                "err_over_tol": NUM_OR_NULL, "registered": NUM, "message": {"type": "string"}})
+                "err_over_tol": NUM_OR_NULL, "registered": NUM_OR_NULL, "message": {"type": "string"}})
 
 CASE = _obj({
     "name": {"type": "string"},
@@ -129,8 +129,9 @@ DRIFT = _obj({
 })
 
 DIVERGENCE_ENTRY = _obj({k: {"type": "string"} for k in ("id", "pair", "cases", "stage", "reason", "where")}
-                        | {"measured": _obj({"err_over_tol": NUM, "command": {"type": "string"},
-                                             "date": {"type": "string"}}),
+                        | {"measured": _obj({"command": {"type": "string"}, "date": {"type": "string"}},
+                                            {"err_over_tol": NUM, "shape": {"type": "string"},
+                                             "error": {"type": "string"}}),
                            "grow_factor": NUM})
 DIVERGENCES = _obj({
     "pair": {"type": "string"}, "enabled": {"type": "boolean"},

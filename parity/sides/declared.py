@@ -33,7 +33,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from ..byo.layouts import LayoutError, describe, layout as as_layout, to_canonical, to_native
-from ..byo.taps import Tap
+from ..byo.taps import AT_INPUTS, Tap
 from ..byo.weights import WeightMap
 from ..stages import Stage, StageList
 from .base import ForwardError, Side
@@ -213,7 +213,7 @@ class DeclaredSide(Side):
             rec.capture(_GROUP[tap.kind], tap.target, _label(tap), name, reads_input=tap.reads_input,
                         index=tap.index, call=tap.call)
             batch = dict(self._batch)
-            if tap.reads_input:
+            if tap.reads_input or tap.feed == AT_INPUTS:
                 self._put_upstream(model, rec, name, tap, env, batch)
             else:
                 feed = tap.feed if tap.feed is not None else tuple(range(len(inputs)))

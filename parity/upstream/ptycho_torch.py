@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import byo
 from ..byo import crop, derived, drop, function, module, module_input, square
+from ..byo.taps import AT_INPUTS
 from . import checkout, translate, weightmap
 from .stages import CANONICAL_LOSSES, STAGES
 
@@ -96,9 +97,9 @@ class PtychoTorch(byo.TorchSide):
         "probe": module_input("model.forward_model.probe_illumination", 1, layout=(drop(0), drop(0), drop(0))),
         "exit_wave": module("model.forward_model.probe_illumination", index=0, layout=drop(2)),
         "far_field_amp": function(f"{HELPER}.pad_and_diffract", index=0),
-        "pred_amp": module("", force=False,
-                           reason="ptycho_torch scales the far field inline in ForwardModel.forward "
-                                  "(scaler.inv_scale), where no module or function can be fed"),
+        # scaled inline in ForwardModel.forward (scaler.inv_scale): forced by putting the reference's far
+        # field where pad_and_diffract returns it
+        "pred_amp": module("", feed=AT_INPUTS),
         "pred_intensity": derived(square),
         **CANONICAL_LOSSES,
     }

@@ -74,11 +74,30 @@ def pytest_generate_tests(metafunc):
 class CaseCache:
     """One run per case per session, shared between xdist workers through files."""
 
-    def __init__(self, root: Path, pair):
+    def __init__(self, root: Path, pair, registry=None):
+        from parity.sides import BUILTIN_SIDES
+
         self.root = root / pair.name.replace(":", "-")
         self.pair = pair
+        self.registry = registry
+        ours = {pair.reference, pair.candidate} <= set(BUILTIN_SIDES)
+        self.isolation = "inprocess" if ours else "workers"
         self.root.mkdir(parents=True, exist_ok=True)
         self._memory = {}
+
+    def _not_runnable(self, name: str, dtype) -> str:
+        """Why the case cannot run on this pair at all: a side's missing setup (e.g. no
+        checkout of the user's code) or a config a side cannot express; "" when it can."""
+        from parity.sides import side_class
+
+        for side in dict.fromkeys((self.pair.reference, self.pair.candidate)):
+            problem = side_class(side).setup_problem()
+            if problem:
+                return f"side {side}: {problem}"
+        case = self.pair.cases.get_case(name)
+        case = case if dtype is None or dtype == case.dtype else case.with_(dtype=dtype)
+        why = self.pair.refusals([case]).get(case.name)
+        return "; ".join(f"{k} cannot express {case.name}: {v}" for k, v in why.items()) if why else ""
 
     def get(self, name: str, dtype=None):
         key = name if dtype is None else f"{name}@{dtype}"
@@ -86,17 +105,30 @@ class CaseCache:
             return self._memory[key]
         folder = self.root / key
         folder.mkdir(exist_ok=True)
+        skipped, failed = folder / "not_runnable.txt", folder / "error.txt"
         with open(self.root / f"{key}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             done = folder / "result.json"
-            if not done.exists():
+            if not (done.exists() or skipped.exists() or failed.exists()):
                 from parity.run import run_case
 
-                run = run_case(name, dtype=dtype, pair=self.pair)
-                save_capture(folder / "reference.npz", run.reference)
-                tmp = folder / "result.json.partial"
-                tmp.write_text(json.dumps(run.result.to_dict()))
-                tmp.replace(done)
+                why = self._not_runnable(name, dtype)
+                if why:
+                    skipped.write_text(why)
+                else:
+                    try:  # sides of the user's code run in workers of their own, as in the report
+                        run = run_case(name, dtype=dtype, pair=self.pair, isolation=self.isolation)
+                    except Exception as exc:  # noqa: BLE001 - recorded once for every test of the case
+                        failed.write_text(f"{type(exc).__name__}: {exc}")
+                    else:
+                        save_capture(folder / "reference.npz", run.reference)
+                        tmp = folder / "result.json.partial"
+                        tmp.write_text(json.dumps(run.result.to_dict()))
+                        tmp.replace(done)
+            if skipped.exists():
+                pytest.skip(skipped.read_text())
+            if failed.exists():
+                known.raise_case_error(self.registry, self.pair.cases.get_case(name), dtype, failed.read_text())
             result = CaseResult.from_dict(json.loads(done.read_text()))
             reference = load_capture(folder / "reference.npz")
         self._memory[key] = (result, reference)
@@ -107,7 +139,8 @@ class CaseCache:
 def case_cache(tmp_path_factory, worker_id, request):
     base = tmp_path_factory.getbasetemp()
     shared = base.parent if worker_id != "master" else base
-    return CaseCache(shared / "parity-case-cache", suite_pair(request.config))
+    pair = suite_pair(request.config)
+    return CaseCache(shared / "parity-case-cache", pair, known.registry(request.config, pair))
 
 
 @pytest.fixture(scope="session")

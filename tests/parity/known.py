@@ -80,3 +80,15 @@ def check_case(case: Dict[str, Any]) -> None:
     bad += [f"{a['stage']}: {a['message']}" for a in case["divergences"] if a["status"] != "known"
             and not any(b.startswith(a["stage"] + ":") for b in bad)]
     pytest.fail(f"{case['name']}: {case['verdict']}: " + "; ".join(bad), pytrace=False)
+
+
+def raise_case_error(reg, case, dtype, error: str) -> None:
+    """A case that did not run: xfail when an entry registers its error (``measured.error``),
+    else fail with the error (a crash is never silently known)."""
+    hits = [e for e in (reg.for_case(case.name, dtype or case.dtype) if reg is not None else [])
+            if e.kind == "error" and e.measured["error"] in error]
+    if hits:
+        pytest.xfail("; ".join(f"known divergence {e.id!r}: the case raises ({e.measured['error']}): {e.reason}"
+                               for e in hits))
+    pytest.fail(f"case {case.name} did not run: {error}", pytrace=False)
+

@@ -38,8 +38,8 @@ def test_forward_case(case_cache, case_name, pair, divergences):
     result, reference = case_cache.get(case_name)
     assert [s.name for s in result.stages] == list(pair.stage_names)
     assert list(reference.stages) == list(pair.stage_names)
-    assert not result.problems, result.problems
     known.check_case(known.judged(result, divergences, pair, case_name, _dtype(pair, case_name)))
+    assert not result.problems, result.problems
     if result.first_divergent_stage is not None:
         pytest.fail(messages.format_case_summary(result), pytrace=False)
 
