@@ -233,3 +233,55 @@ def test_a_file_for_another_pair_is_refused(tmp_path):
 def test_a_toml_date_is_accepted(tmp_path):
     reg, _ = _registry(tmp_path, "[[divergence]]\n" + GOOD.replace('"2026-12-01"', "2026-12-01"))
     assert reg.entries[0].measured["date"] == "2026-12-01"
+
+
+# --------------------------------------------------------------------------- shapes and errors
+SHAPE_ENTRY = """
+[[divergence]]
+id = "canvas-size"
+cases = "n64_g1"
+stage = "canvas"
+reason = "the candidate's canvas has no buffer"
+where = "somewhere.py:1"
+measured = {{ {what}, command = "python -m parity.report --case n64_g1", date = "2026-12-01" }}
+"""
+MISMATCH = "shape mismatch: reference (8, 74, 74) vs candidate (8, 64, 64); arrays are never broadcast or reshaped"
+
+
+def _shape_case(problem=MISMATCH):
+    case = _case(["canvas"] if problem else [], name="n64_g1", local_fails=["canvas"] if problem else [])
+    canvas = next(s for s in case["stages"] if s["name"] == "canvas")
+    if problem:
+        canvas.update(margin=None, local_error=None, label="not_checked", problem=problem)
+        case["problems"] = [f"stage canvas: {problem}"]
+    return case
+
+
+def test_a_registered_shape_mismatch_is_known_until_the_shapes_agree_or_change(tmp_path):
+    reg, _ = _registry(tmp_path, SHAPE_ENTRY.format(what='shape = "reference (8, 74, 74) vs candidate (8, 64, 64)"'))
+    case = _shape_case()
+    assert dv.judge_case(case, reg, GRAPH)["verdict"] == "known" and _status(case, "canvas") == "known"
+    changed = _shape_case(MISMATCH.replace("(8, 64, 64)", "(8, 68, 68)"))
+    assert dv.judge_case(changed, reg, GRAPH)["verdict"] == "fail" and _status(changed, "canvas") == "grown"
+    agree = _shape_case(problem=None)
+    got = dv.judge_case(agree, reg, GRAPH)
+    assert got["verdict"] == "fixed" and "the shapes agree now" in got["entries"][0]["message"]
+
+
+def test_a_registered_error_makes_a_case_that_raises_known_and_fixed_when_it_runs(tmp_path):
+    reg, _ = _registry(tmp_path, SHAPE_ENTRY.format(what='error = "ExtractPatchesPositionLayer"'))
+    crashed = {"name": "n64_g1", "key": "n64_g1", "dtype": "float32", "verdict": "fail", "stages": [],
+               "error": "side ptycho: AssertionError in ExtractPatchesPositionLayer.call()"}
+    assert dv.judge_case(crashed, reg, GRAPH)["verdict"] == "known" and crashed["raw_verdict"] == "fail"
+    other = dict(crashed, error="side ptycho: worker died (exit code 9)", verdict="fail")
+    assert dv.judge_case(other, reg, GRAPH) is None and other["verdict"] == "fail"  # another crash stays a failure
+    runs = _case([], name="n64_g1")
+    got = dv.judge_case(runs, reg, GRAPH)
+    assert got["verdict"] == "fixed" and "the case runs now" in got["entries"][0]["message"]
+
+
+def test_measured_names_exactly_one_size(tmp_path):
+    with pytest.raises(dv.DivergenceError, match="exactly one of err_over_tol"):
+        _registry(tmp_path, SHAPE_ENTRY.format(what='shape = "a", error = "b"'))
+    with pytest.raises(dv.DivergenceError, match="gives no size"):
+        _registry(tmp_path, SHAPE_ENTRY.format(what='max_abs = 1.0'))
