@@ -68,10 +68,16 @@ class ReportOptions:
     pair: Optional[str] = None  # "REFERENCE:CANDIDATE" or a pair name (None: reference_tf:torch_impl)
     pair_from: Optional[str] = None  # "module:object": a Pair, or a factory returning one
     job_timeout: float = DEFAULT_JOB_TIMEOUT
+    train_steps: Optional[int] = None  # K Adam steps of one case on both sides (parity.training); None: none
+    train_loss: str = "loss_nll"
+    train_batches: str = "seeded:20"
+    train_case: Optional[str] = None  # None: the first case of the run
 
     def to_dict(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {}
         for k, v in self.__dict__.items():
+            if k.startswith("train_") and self.train_steps is None:
+                continue  # a report without training steps records what it always did
             out[k] = str(v) if isinstance(v, Path) else (list(v) if isinstance(v, tuple) else v)
         return out
 
@@ -104,6 +110,7 @@ class Plan:
     in_place: bool = False
     engine: Any = None  # parity.engine.Engine of the pair (its workers serve the whole report)
     busy_s: Optional[float] = None  # wall time during which a side was working (set by the runner)
+    train_case: Optional[Case] = None  # the case of --train-steps
 
     @property
     def available_devices(self) -> List[str]:
@@ -304,6 +311,10 @@ def make_plan(opts: ReportOptions) -> Plan:
                         f"add cpu to --devices or run on a machine that has them")
         keys = [hub_mod.case_key(c.name, d.device) for d in devices if d.available for c in cases]
 
+    train_case = _train_case(opts, cases, pair) if opts.train_steps is not None else None
+    if train_case is not None:
+        keys = keys + ["training"]  # analysis/training/ is the report's
+
     if opts.hub is not None:
         hub_root = Path(opts.hub)
     else:
@@ -324,7 +335,40 @@ def make_plan(opts: ReportOptions) -> Plan:
     return Plan(options=opts, hub=hub, earlier=earlier, mode="recheck" if recheck else "run", cases=cases,
                 devices=devices, table=table, tolerance_path=tol_path, tolerance_mode=mode, isolation=isolation,
                 suite=suite, baseline=baseline, source=source, source_cases=source_cases, in_place=in_place,
-                engine=engine)
+                engine=engine, train_case=train_case)
+
+
+def _train_case(opts: ReportOptions, cases: List[Case], pair) -> Case:
+    """The case of --train-steps, checked: steps, loss, batches, and K within the batches."""
+    from parity import training
+
+    if opts.recheck is not None:
+        raise _fail("--train-steps cannot be combined with --recheck (a recheck runs no model)")
+    if isinstance(opts.train_steps, bool) or not isinstance(opts.train_steps, int) or opts.train_steps < 1:
+        raise _fail(f"--train-steps must be a whole number >= 1, got {opts.train_steps!r}")
+    if opts.train_loss not in training.LOSSES:
+        raise _fail(f"unknown --train-loss {opts.train_loss!r}; allowed are {', '.join(training.LOSSES)}")
+    try:
+        kind, n = training.parse_batches(opts.train_batches)
+    except training.TrainingError as exc:
+        raise _fail(f"--train-batches: {exc}") from None
+    if opts.train_case is None:
+        case = cases[0]
+    elif opts.train_case in [c.name for c in cases]:
+        case = next(c for c in cases if c.name == opts.train_case)
+    elif opts.train_case in pair.cases.CASES:
+        case = pair.cases.CASES[opts.train_case]
+        if opts.dtype is not None and case.dtype != opts.dtype:
+            case = case.with_(dtype=opts.dtype, name=case.name)
+    else:
+        raise _fail(f"unknown --train-case {opts.train_case!r}; known cases are {', '.join(sorted(pair.cases.CASES))}")
+    if n is None:  # split: one sample a batch
+        n = int(pair.prepare(case)[2]["diffraction"].shape[0])
+    if opts.train_steps > n:
+        raise _fail(f"--train-steps {opts.train_steps} is more than the {n} batch{'es' if n != 1 else ''} "
+                    f"--train-batches {opts.train_batches} provides for case {case.name}; allowed are 1..{n} "
+                    f"(or more batches: --train-batches seeded:N)")
+    return case
 
 
 def _source_pair(src: Path) -> Tuple[Optional[str], Optional[str]]:

@@ -143,6 +143,9 @@ REPORT_SCHEMA: Dict[str, Any] = {
     }, {
         "recheck_of": {"anyOf": [{"type": "null"}, {"type": "object"}]},
         "finished": {"type": "string"},
+        "training": _obj({"schema": {"const": "parity.training"}, "schema_version": {"const": 1},
+                          "status": {"enum": ["decided", "unavailable", "error"]}, "case": {"type": "string"},
+                          "steps": {"type": "integer"}, "settings": {"type": "object"}}),
     }),
 }
 
