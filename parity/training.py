@@ -113,14 +113,22 @@ def _stack(batches: Sequence[Mapping[str, np.ndarray]], probe: np.ndarray) -> Di
             "offsets": np.stack([b["offsets"] for b in batches]), "probe_raw": probe}
 
 
-def case_batches(pair, case, spec: Union[str, int] = DEFAULT_BATCHES
+def case_batches(pair, case, spec: Union[str, int] = DEFAULT_BATCHES, steps: Optional[int] = None
                  ) -> Tuple[Dict[str, object], Dict[str, np.ndarray], Dict[str, np.ndarray]]:
     """(config dict, neutral weights, stacked batches) of a case for ``spec``; every batch uses
-    the case's probe."""
+    the case's probe. ``steps``: only the first ``steps`` batches, and a TrainingError when
+    ``spec`` provides fewer."""
     kind, n = parse_batches(spec)
+    where = f"case {case.name} with batches {spec}"
+    if n is not None and steps is not None:
+        check_steps(steps, {"diffraction": np.empty((n, 0))}, where)
+        n = min(n, steps)
     config, weights, first = pair.prepare(case)
     if kind == "split":
         b = first["diffraction"].shape[0]
+        if steps is not None:
+            check_steps(steps, first, where)
+            b = steps
         one = [{"diffraction": first["diffraction"][i:i + 1], "offsets": first["offsets"][i:i + 1]} for i in range(b)]
         return config, weights, _stack(one, first["probe_raw"])
     if not (dataclasses.is_dataclass(case) and hasattr(case, "input_seed") and hasattr(case, "fixture")):
@@ -269,13 +277,10 @@ def train_case(case, *, steps: int = DEFAULT_STEPS, loss: str = "loss_nll", dtyp
     if dtype is not None and dtype != case.dtype:
         case = dataclasses.replace(case, dtype=dtype)
     check_pair(pair)
-    config, weights, stacked = case_batches(pair, case, batches)
-    check_steps(settings.steps, stacked, f"case {case.name} with batches {batches}")
-    if settings.steps < batch_count(stacked):
-        stacked = {k: (v[:settings.steps] if k != "probe_raw" else v) for k, v in stacked.items()}
+    config, weights, stacked = case_batches(pair, case, batches, steps=settings.steps)
     outs = run_jobs(_jobs(pair, case, settings, config, weights, stacked, device, allow_tf32), pool)
     captures = {role: out.capture for role, out in outs.items()}
     result = compare_training(captures, weights, case=case.name, dtype=case.dtype, settings=settings,
-                              k=noise_floor_k, batches=str(batches))
+                              k=noise_floor_k, batches=str(batches), loss_terms=int(stacked["diffraction"][0].size))
     result.timings = {f"{role}_train_s": out.timings.get("train_s", 0.0) for role, out in outs.items()}
     return TrainingRun(result=result, captures=captures, initial=dict(weights), batches=str(batches))

@@ -253,7 +253,8 @@ def make_plan(opts: ReportOptions) -> Plan:
     if recheck:
         given = [flag for flag, v in (("--suite", opts.suite), ("--dtype", opts.dtype), ("--devices", opts.devices),
                                       ("--isolation", opts.isolation), ("--pair", opts.pair),
-                                      ("--pair-from", opts.pair_from)) if v is not None]
+                                      ("--pair-from", opts.pair_from), ("--train-steps", opts.train_steps))
+                 if v is not None]
         if given:
             raise _fail(f"{given[0]} cannot be combined with --recheck (a recheck re-compares the stored captures; "
                         f"it runs no model); allowed with --recheck: --hub, --case, --tolerances, --tolerance-mode, "
@@ -279,7 +280,7 @@ def make_plan(opts: ReportOptions) -> Plan:
     if opts.junit is not None:
         _check_writable_file(Path(opts.junit), "--junit")
 
-    source, source_cases, cases, suite = None, [], [], None
+    source, source_cases, cases, suite, train_case = None, [], [], None, None
     if recheck:
         mode = opts.tolerance_mode
         source, source_cases = _load_source(opts, mode)
@@ -296,6 +297,8 @@ def make_plan(opts: ReportOptions) -> Plan:
     else:
         cases, suite = _resolve_cases(opts, pair.cases)
         _check_input_files(cases, pair.cases)
+        if opts.train_steps is not None:
+            train_case = _train_case(opts, cases, pair)
         mode = opts.tolerance_mode
         isolation = opts.isolation or DEFAULT_ISOLATION
         engine = engine_mod.Engine(pair, isolation=isolation, job_timeout=opts.job_timeout)
@@ -311,7 +314,6 @@ def make_plan(opts: ReportOptions) -> Plan:
                         f"add cpu to --devices or run on a machine that has them")
         keys = [hub_mod.case_key(c.name, d.device) for d in devices if d.available for c in cases]
 
-    train_case = _train_case(opts, cases, pair) if opts.train_steps is not None else None
     if train_case is not None:
         keys = keys + ["training"]  # analysis/training/ is the report's
 
@@ -342,8 +344,6 @@ def _train_case(opts: ReportOptions, cases: List[Case], pair) -> Case:
     """The case of --train-steps, checked: steps, loss, batches, and K within the batches."""
     from parity import training
 
-    if opts.recheck is not None:
-        raise _fail("--train-steps cannot be combined with --recheck (a recheck runs no model)")
     if isinstance(opts.train_steps, bool) or not isinstance(opts.train_steps, int) or opts.train_steps < 1:
         raise _fail(f"--train-steps must be a whole number >= 1, got {opts.train_steps!r}")
     if opts.train_loss not in training.LOSSES:

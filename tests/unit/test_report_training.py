@@ -67,10 +67,13 @@ def test_without_training_flags_the_options_record_nothing_of_them():
     (["--train-steps", "2", "--train-case", "nope"], ["unknown --train-case 'nope'", "n64_g2"]),
     (["--train-steps", "2", "--train-loss", "loss_l2"], ["--train-loss", "loss_nll", "loss_mae"]),
     (["--train-steps", "two"], ["--train-steps", "invalid int value"]),
+    (["--train-steps", "2", "--recheck", "{missing}"], ["--train-steps cannot be combined with --recheck"]),
 ])
 def test_bad_training_flags_exit_2_with_one_line(args, words, tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["--case", CASE, "--hub", str(out), *args]) == 2
+    args = [str(tmp_path / "missing") if a == "{missing}" else a for a in args]
+    base = [] if "--recheck" in args else ["--case", CASE]
+    assert main([*base, "--hub", str(out), *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
     for w in words:
