@@ -160,3 +160,30 @@ def test_a_train_job_travels_to_the_worker_with_its_task(tmp_path):
         back = read_job(tmp_path / "job")
     assert back.task == "train" and back.train == settings
     assert Job(side="torch_impl", config={}, weights={}, inputs={}).task == "forward"
+
+
+def test_one_flipped_element_in_ten_thousand_is_left_out_of_the_weight_error():
+    """A layer of 20000 elements: the 2 largest element errors are left out (1 in 10^4), a third counts."""
+    w0 = {"big.kernel": np.zeros(20000)}
+    ref = np.stack([np.full(20000, 1e-3)])
+    for flipped, passed in ((2, True), (3, False)):
+        cand = ref.copy()
+        cand[0, :flipped] = -1e-3  # the opposite full step
+        caps = _captures(reference=(np.array([1.0]), {"big.kernel": ref}),
+                         candidate=(np.array([1.0]), {"big.kernel": cand}))
+        res = compare_training(caps, w0, case="c", dtype="float64", settings=training.TrainSettings(steps=1))
+        assert res.layers["big.kernel"]["left_out"] == 2
+        # every element: each flip is an error of 2e-3 against an update of norm 1e-3 * sqrt(20000)
+        assert res.layers["big.kernel"]["rel_update_all"][0] == pytest.approx(2e-3 * np.sqrt(flipped) / (1e-3 * np.sqrt(2e4)))
+        assert res.passed is passed, res.summary()
+
+
+def test_the_loss_allowance_grows_with_the_terms_it_averages():
+    oracle = _run(3, [0, 0, 0], [3.0, 2.0, 1.0])
+    cand = _run(3, [0, 0, 0], [3.0, 2.0 * (1 + 2e-6), 1.0])  # 2e-6: 17 float32 round-offs
+    runs = dict(reference=oracle, reference_float32=oracle, candidate=cand)
+    s = training.TrainSettings(steps=3)
+    few = compare_training(_captures(**runs), W0, case="c", dtype="float32", settings=s, loss_terms=1)
+    many = compare_training(_captures(**runs), W0, case="c", dtype="float32", settings=s, loss_terms=65536)
+    assert few.first_divergent_at == "loss" and not few.passed
+    assert many.passed and many.loss_tolerance[0] == pytest.approx(FLOOR_ULPS * EPS32 * 256)
