@@ -54,6 +54,8 @@ class Job:
     weights_id: str = ""  # digest of the weight set ("" -> computed when needed)
     inputs_id: str = ""  # digest of the batch inputs (the pool writes each batch once)
     label: str = ""  # how errors and logs name this job, e.g. "reference n64_g2 float64 cpu"
+    task: str = "forward"  # what the worker computes: "forward" (a capture), "train" (parity.training)
+    train: Dict[str, object] = field(default_factory=dict)  # task "train": steps, loss, optimizer settings
 
     def __post_init__(self) -> None:
         self.target = self.target or side_target(self.side)
@@ -122,6 +124,17 @@ def _plain(text: str) -> str:
 
 def execute(job: Job) -> JobResult:
     """Build (or reuse), run and teacher-force one job; the same code in every isolation mode."""
+    if job.task == "train":
+        from .training import execute_train
+
+        if job.faults:
+            from .faults import inject_all
+
+            with inject_all(job.faults):
+                return execute_train(job)
+        return execute_train(job)
+    if job.task != "forward":
+        raise ValueError(f"job {job.label!r}: unknown task {job.task!r}")
     if job.faults:
         from .faults import inject_all
 

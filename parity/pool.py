@@ -234,7 +234,7 @@ class WorkerPool:
                 "allow_tf32": job.allow_tf32, "graph": [[n, list(i)] for n, i in job.graph],
                 "weights_id": job.weights_id, "weights_file": str(weights_file),
                 "teacher_file": str(teacher_file) if teacher_file is not None else None, "label": job.label,
-                "inputs_file": str(inputs_file)}
+                "inputs_file": str(inputs_file), "task": job.task, "train": job.train}
         (directory / "job.json").write_text(json.dumps(meta, default=str))
 
     def start(self, side: str, device: str = "cpu", timeout: float = 600.0) -> dict:

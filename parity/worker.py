@@ -68,6 +68,7 @@ def read_job(directory: Path) -> Job:
         allow_tf32=bool(meta.get("allow_tf32", False)),
         graph=tuple((name, tuple(inputs)) for name, inputs in meta["graph"]),
         weights_id=meta["weights_id"], label=meta.get("label", ""),
+        task=meta.get("task", "forward"), train=dict(meta.get("train") or {}),
     )
 
 

@@ -32,6 +32,7 @@ from .artifacts import ArtifactError
 from .drift import compare_to_baseline
 from .options import Plan, ReportInputError, ReportOptions, make_plan
 from .runner import CaseRecord, close_engine, recheck_cases, run_cases
+from . import training as training_section
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,10 @@ def build_report(options: ReportOptions, progress: Optional[Callable[..., None]]
         raise
     finally:
         close_engine(plan)
-    return ReportOutcome(document=doc, hub=plan.hub.root, exit_code=exit_code(records, doc["verdict"]))
+    code = exit_code(records, doc["verdict"])
+    if (doc.get("training") or {}).get("status") == "error":
+        code = EXIT_NOT_RUN  # a side's training job did not run to the end
+    return ReportOutcome(document=doc, hub=plan.hub.root, exit_code=code)
 
 
 def _heatmap(plan: Plan, records: List[CaseRecord], verdict_text: str) -> None:
@@ -190,6 +194,11 @@ def _finish(plan: Plan, records: List[CaseRecord], created: str, t_start: float,
     devices = D.device_entries(plan.devices, cases)
     verdicts = D.verdicts(cases, drift)
     matrix = _device_matrix(plan)
+    training = training_section.run(plan)  # None without --train-steps
+    if training is not None and training.get("verdict") == "fail":
+        verdicts["verdict"] = "fail"
+        verdicts["verdict_reasons"] = list(verdicts.get("verdict_reasons", [])) + [
+            f"training steps of {training['case']}: " + (training.get("reason") or "; ".join(training["problems"]))]
     if matrix is not None and matrix["verdict"] != "pass":
         verdicts["verdict"] = "fail"
         verdicts["verdict_reasons"] = list(verdicts.get("verdict_reasons", [])) + [
@@ -233,6 +242,8 @@ def _finish(plan: Plan, records: List[CaseRecord], created: str, t_start: float,
     refused = plan.refused or (plan.source or {}).get("not_expressible")
     if refused:  # cases a side cannot express: not run, not failed, listed with the reason
         doc["not_expressible"] = {name: dict(why) for name, why in refused.items()}
+    if training is not None:
+        doc["training"] = training
     artifacts = list(hub.written) + [hub_mod.INDEX_HTML] + ([junit_rel] if junit_rel else []) + [hub_mod.REPORT_JSON]
     doc["artifacts"] = list(dict.fromkeys(artifacts))
     hub.write_text(hub_mod.INDEX_HTML, html.render(doc))

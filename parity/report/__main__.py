@@ -28,6 +28,7 @@ from parity.tolerances import DTYPES, NOISE_FLOOR_K  # noqa: E402
 
 from . import ArtifactError, ReportInputError, ReportOptions, build_report  # noqa: E402
 from .figures import shown_margin  # noqa: E402
+from .training import summary_line as training_line  # noqa: E402
 from .options import (DEFAULT_DRIFT_FACTOR, DEFAULT_ISOLATION, ISOLATIONS, TOLERANCE_MODES,  # noqa: E402
                       pair_option)
 
@@ -129,6 +130,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"where the backends run: workers (one long-lived process per backend, shared by every "
                         f"case), inprocess (this process; what monkeypatching tests need) or subprocess (a fresh "
                         f"process per job) (default: {DEFAULT_ISOLATION})")
+    g.add_argument("--train-steps", type=int, default=None, metavar="K",
+                   help="also run K Adam steps of one case from the same weights on both sides and compare the "
+                        "loss curve and the weights after each step (docs/training.md; default: none)")
+    g.add_argument("--train-case", default=None, metavar="NAME",
+                   help="the case of --train-steps (default: the first case of the run)")
+    g.add_argument("--train-loss", default="loss_nll", choices=("loss_nll", "loss_mae"),
+                   help="the loss --train-steps minimises (default loss_nll)")
+    g.add_argument("--train-batches", default="seeded:20", metavar="seeded:N|split",
+                   help="the batches of --train-steps: N batches of the case's size generated from its fixture "
+                        "seed (the first is the case's own), or the case's batch one sample a batch (default "
+                        "seeded:20); K must not exceed them")
     g = p.add_argument_group("how to judge")
     g.add_argument("--tolerances", type=Path, default=None, metavar="FILE",
                    help="tolerance table (TOML; default: parity/tolerances.toml)")
@@ -315,6 +327,9 @@ def summary_table(doc: dict, verbose: int = 0, quiet: bool = False) -> str:
         for f in dr["flagged"][: (None if verbose else 10)]:
             lines.append(f"  {f['case']} {f['stage']}: max |d| {fmt(decode_float(f['then']))} -> "
                          f"{fmt(decode_float(f['now']))} (x{fmt(decode_float(f['ratio']))})")
+    trained = training_line(doc.get("training"))
+    if trained:
+        lines.append(trained)
     s, t = doc["summary"], doc["timings"]
     known = "".join(f", {s[k]} {k}" for k in ("known", "fixed") if s.get(k))
     lines.append(f"verdict: {doc['verdict'].upper()}  {s['passed']}/{s['cases']} cases passed{known}"
@@ -389,7 +404,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         isolation=args.isolation, baseline=args.baseline, drift_factor=args.drift_factor, recheck=args.recheck,
         junit=args.junit, force=args.force, figures=args.figures, background=args.background,
         command=("python", "-m", "parity.report", *argv), pair=args.pair, pair_from=args.pair_from,
-        job_timeout=args.job_timeout, divergences=args.divergences, no_divergences=args.no_divergences)
+        job_timeout=args.job_timeout, divergences=args.divergences, no_divergences=args.no_divergences,
+        train_steps=args.train_steps, train_case=args.train_case, train_loss=args.train_loss,
+        train_batches=args.train_batches)
     progress = Progress(sys.stderr, args.quiet)
     try:
         outcome = build_report(options, progress, started=t0, clock=clock)

@@ -11,6 +11,7 @@ from parity.stages import STAGE_NAMES
 from parity.jsonable import decode_float
 
 from .figures import LOG_MARGIN_RANGE, log_margin, margin_colour, shown_margin
+from .training import section as training_section
 
 
 CSS = """
@@ -281,6 +282,7 @@ def render(doc: Mapping[str, Any]) -> str:
 <p>{' | '.join(l for l in links if l)}</p>
 {_device_matrix(doc.get('device_matrix'))}
 {_refused(doc.get('not_expressible'))}
+{training_section(doc.get('training'))}
 <h2>Cases x stages</h2>
 {_case_table(doc.get('cases', []), (doc.get('pair') or {}).get('stages') or STAGE_NAMES)}
 {summary_img}

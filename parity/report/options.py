@@ -71,10 +71,16 @@ class ReportOptions:
     job_timeout: float = DEFAULT_JOB_TIMEOUT
     divergences: Optional[Path] = None  # a registry file on top of the pair's shipped one (--divergences)
     no_divergences: bool = False  # apply no known divergence: the raw verdicts (--no-divergences)
+    train_steps: Optional[int] = None  # K Adam steps of one case on both sides (parity.training); None: none
+    train_loss: str = "loss_nll"
+    train_batches: str = "seeded:20"
+    train_case: Optional[str] = None  # None: the first case of the run
 
     def to_dict(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {}
         for k, v in self.__dict__.items():
+            if k.startswith("train_") and self.train_steps is None:
+                continue  # a report without training steps records what it always did
             out[k] = str(v) if isinstance(v, Path) else (list(v) if isinstance(v, tuple) else v)
         return out
 
@@ -109,6 +115,7 @@ class Plan:
     refused: Dict[str, Dict[str, str]] = field(default_factory=dict)  # case -> {side: why it cannot express it}
     busy_s: Optional[float] = None  # wall time during which a side was working (set by the runner)
     divergences: Optional[Registry] = None  # the known divergences applied to the verdicts
+    train_case: Optional[Case] = None  # the case of --train-steps
 
     @property
     def available_devices(self) -> List[str]:
@@ -251,7 +258,8 @@ def make_plan(opts: ReportOptions) -> Plan:
     if recheck:
         given = [flag for flag, v in (("--suite", opts.suite), ("--dtype", opts.dtype), ("--devices", opts.devices),
                                       ("--isolation", opts.isolation), ("--pair", opts.pair),
-                                      ("--pair-from", opts.pair_from)) if v is not None]
+                                      ("--pair-from", opts.pair_from), ("--train-steps", opts.train_steps))
+                 if v is not None]
         if given:
             raise _fail(f"{given[0]} cannot be combined with --recheck (a recheck re-compares the stored captures; "
                         f"it runs no model); allowed with --recheck: --hub, --case, --tolerances, --tolerance-mode, "
@@ -285,7 +293,7 @@ def make_plan(opts: ReportOptions) -> Plan:
     if opts.junit is not None:
         _check_writable_file(Path(opts.junit), "--junit")
 
-    source, source_cases, cases, suite, refused = None, [], [], None, {}
+    source, source_cases, cases, suite, refused, train_case = None, [], [], None, {}, None
     if recheck:
         mode = opts.tolerance_mode
         source, source_cases = _load_source(opts, mode)
@@ -311,6 +319,8 @@ def make_plan(opts: ReportOptions) -> Plan:
         cases = [c for c in cases if c.name not in refused]
         _check_input_files(cases, pair.cases)
         divergences = _divergences(opts, pair, None)
+        if opts.train_steps is not None:
+            train_case = _train_case(opts, cases, pair)
         mode = opts.tolerance_mode
         isolation = opts.isolation or DEFAULT_ISOLATION
         engine = engine_mod.Engine(pair, isolation=isolation, job_timeout=opts.job_timeout)
@@ -325,6 +335,9 @@ def make_plan(opts: ReportOptions) -> Plan:
             raise _fail(f"none of the requested devices is available ({why}); nothing to run; "
                         f"add cpu to --devices or run on a machine that has them")
         keys = [hub_mod.case_key(c.name, d.device) for d in devices if d.available for c in cases]
+
+    if train_case is not None:
+        keys = keys + ["training"]  # analysis/training/ is the report's
 
     if opts.hub is not None:
         hub_root = Path(opts.hub)
@@ -346,7 +359,8 @@ def make_plan(opts: ReportOptions) -> Plan:
     return Plan(options=opts, hub=hub, earlier=earlier, mode="recheck" if recheck else "run", cases=cases,
                 devices=devices, table=table, tolerance_path=tol_path, tolerance_mode=mode, isolation=isolation,
                 suite=suite, baseline=baseline, source=source, source_cases=source_cases, in_place=in_place,
-                engine=engine, divergences=divergences, refused=refused if not recheck else {})
+                engine=engine, divergences=divergences, refused=refused if not recheck else {},
+                train_case=train_case)
 
 
 def _divergences(opts: ReportOptions, pair, source: Optional[Dict[str, Any]]) -> Registry:
@@ -365,6 +379,37 @@ def _divergences(opts: ReportOptions, pair, source: Optional[Dict[str, Any]]) ->
         return registry_for(pair, extra=opts.divergences, enabled=not opts.no_divergences)
     except DivergenceError as exc:
         raise _fail(f"divergence registry: {exc}") from None
+
+
+def _train_case(opts: ReportOptions, cases: List[Case], pair) -> Case:
+    """The case of --train-steps, checked: steps, loss, batches, and K within the batches."""
+    from parity import training
+
+    if isinstance(opts.train_steps, bool) or not isinstance(opts.train_steps, int) or opts.train_steps < 1:
+        raise _fail(f"--train-steps must be a whole number >= 1, got {opts.train_steps!r}")
+    if opts.train_loss not in training.LOSSES:
+        raise _fail(f"unknown --train-loss {opts.train_loss!r}; allowed are {', '.join(training.LOSSES)}")
+    try:
+        kind, n = training.parse_batches(opts.train_batches)
+    except training.TrainingError as exc:
+        raise _fail(f"--train-batches: {exc}") from None
+    if opts.train_case is None:
+        case = cases[0]
+    elif opts.train_case in [c.name for c in cases]:
+        case = next(c for c in cases if c.name == opts.train_case)
+    elif opts.train_case in pair.cases.CASES:
+        case = pair.cases.CASES[opts.train_case]
+        if opts.dtype is not None and case.dtype != opts.dtype:
+            case = case.with_(dtype=opts.dtype, name=case.name)
+    else:
+        raise _fail(f"unknown --train-case {opts.train_case!r}; known cases are {', '.join(sorted(pair.cases.CASES))}")
+    if n is None:  # split: one sample a batch
+        n = int(pair.prepare(case)[2]["diffraction"].shape[0])
+    if opts.train_steps > n:
+        raise _fail(f"--train-steps {opts.train_steps} is more than the {n} batch{'es' if n != 1 else ''} "
+                    f"--train-batches {opts.train_batches} provides for case {case.name}; allowed are 1..{n} "
+                    f"(or more batches: --train-batches seeded:N)")
+    return case
 
 
 def _source_pair(src: Path) -> Tuple[Optional[str], Optional[str]]:

@@ -180,6 +180,9 @@ REPORT_SCHEMA: Dict[str, Any] = {
         # cases a side cannot express (parity.sides.base.Side.refuses): case -> {side: reason}; not run
         "not_expressible": {"type": "object", "additionalProperties": {
             "type": "object", "additionalProperties": {"type": "string"}}},
+        "training": _obj({"schema": {"const": "parity.training"}, "schema_version": {"const": 1},
+                          "status": {"enum": ["decided", "unavailable", "error"]}, "case": {"type": "string"},
+                          "steps": {"type": "integer"}, "settings": {"type": "object"}}),
     }),
 }
 

@@ -31,7 +31,9 @@ class Side(abc.ABC):
     * ``stages``: the stage names this side emits, in pipeline order (``None``: exactly the
       pair's stage list); a pair refuses two sides whose lists differ;
     * ``supports_teacher``: :meth:`run_stage` is implemented (local error);
-    * ``fresh_process``: run every job in a new worker process (sides with global state).
+    * ``fresh_process``: run every job in a new worker process (sides with global state);
+    * ``supports_training``: :meth:`train_steps` is implemented (parity.training); else
+      ``training_unavailable`` says why.
     """
 
     name: str = ""
@@ -39,6 +41,8 @@ class Side(abc.ABC):
     stages: Optional[Tuple[str, ...]] = None
     supports_teacher: bool = True
     fresh_process: bool = False
+    supports_training: bool = False
+    training_unavailable: str = "the side does not implement train_steps"
 
     @abc.abstractmethod
     def versions(self) -> Dict[str, str]:
@@ -101,6 +105,16 @@ class Side(abc.ABC):
     def run_stage(self, model, name: str, env: Mapping[str, np.ndarray]) -> np.ndarray:
         """Compute one stage from canonical inputs (teacher forcing); canonical output."""
         raise NotImplementedError(f"side {self.name!r} cannot compute a single stage (no teacher forcing)")
+
+
+    def train_steps(self, model, batches: Mapping[str, np.ndarray], settings: Mapping[str, object]
+                    ) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
+        """Run ``settings["steps"]`` optimiser steps of the model's trainable weights from the
+        weights it was built with (parity.training.TrainSettings: loss, Adam's hyperparameters);
+        ``batches``: canonical batch inputs stacked over the steps. Returns the loss of each
+        step (before its update) and the neutral weight set after each step, each array
+        stacked over the steps."""
+        raise NotImplementedError(f"side {self.name!r} cannot run training steps: {self.training_unavailable}")
 
 
 class ForwardError(RuntimeError):

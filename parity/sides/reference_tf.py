@@ -12,6 +12,13 @@ from .frameworks import TensorFlowFramework, tf as _tf
 
 class ReferenceTF(TensorFlowFramework, Side):
     name = "reference_tf"
+    supports_training = True
+
+    def train_steps(self, model, batches, settings):
+        from .training import train_tf
+
+        with self.device_scope(model._parity_device):
+            return train_tf(model, batches, settings)
 
     def determinism_flags(self) -> Dict[str, object]:
         from reference_tf.model import determinism_flags

@@ -11,6 +11,12 @@ from .frameworks import TorchFramework
 
 class TorchImpl(TorchFramework, Side):
     name = "torch_impl"
+    supports_training = True
+
+    def train_steps(self, model, batches, settings):
+        from .training import train_torch
+
+        return train_torch(model, batches, settings)
 
     def determinism_flags(self) -> Dict[str, object]:
         from torch_impl.model import determinism_flags
