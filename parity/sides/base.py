@@ -31,7 +31,12 @@ class Side(abc.ABC):
     * ``stages``: the stage names this side emits, in pipeline order (``None``: exactly the
       pair's stage list); a pair refuses two sides whose lists differ;
     * ``supports_teacher``: :meth:`run_stage` is implemented (local error);
-    * ``fresh_process``: run every job in a new worker process (sides with global state).
+    * ``fresh_process``: run every job in a new worker process (sides with global state);
+    * ``supports_gradients``: :meth:`gradients` and :meth:`stage_vjp` are implemented (backward
+      parity); ``gradients_unavailable`` says why not when False;
+    * ``complex_gradient``: the form the framework gives the gradient of a real loss with
+      respect to a complex tensor, ``"dx+idy"`` or ``"dx-idy"`` (:mod:`parity.gradients`
+      converts, in one place; docs/backward.md).
     """
 
     name: str = ""
@@ -39,6 +44,9 @@ class Side(abc.ABC):
     stages: Optional[Tuple[str, ...]] = None
     supports_teacher: bool = True
     fresh_process: bool = False
+    supports_gradients: bool = False
+    gradients_unavailable: str = "this side does not compute gradients"
+    complex_gradient: str = "dx+idy"
 
     @abc.abstractmethod
     def versions(self) -> Dict[str, str]:
@@ -73,6 +81,24 @@ class Side(abc.ABC):
     def run_stage(self, model, name: str, env: Mapping[str, np.ndarray]) -> np.ndarray:
         """Compute one stage from canonical inputs (teacher forcing); canonical output."""
         raise NotImplementedError(f"side {self.name!r} cannot compute a single stage (no teacher forcing)")
+
+
+    def gradients(self, model, inputs: Mapping[str, np.ndarray], loss: str
+                  ) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray], Dict[str, np.ndarray]]:
+        """Run one batch and differentiate the loss stage ``loss`` (``loss_nll``, ``loss_mae``):
+        ``(stage -> dL/dstage, canonical layout; neutral weight name -> dL/dW, neutral layout;
+        stage -> the value it had in this differentiated pass, canonical)``, gradients in the
+        side's :attr:`complex_gradient` form. A stage or weight the loss does not reach may be
+        left out (the harness takes its gradient as zero)."""
+        raise NotImplementedError(f"side {self.name!r} does not compute gradients: {self.gradients_unavailable}")
+
+    def stage_vjp(self, model, name: str, env: Mapping[str, np.ndarray], cotangent: np.ndarray
+                  ) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
+        """The vector-Jacobian product of ONE stage at canonical inputs ``env`` with the output
+        cotangent ``cotangent`` (canonical layout, the side's complex form): ``(input -> its
+        cotangent; neutral weight name -> its cotangent)`` for the inputs and weights the stage
+        reaches (local backward error, by teacher forcing)."""
+        raise NotImplementedError(f"side {self.name!r} has no vector-Jacobian product: {self.gradients_unavailable}")
 
 
 class ForwardError(RuntimeError):
