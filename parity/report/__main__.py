@@ -26,6 +26,7 @@ from parity.jsonable import decode_float  # noqa: E402
 from parity.tolerances import DTYPES, NOISE_FLOOR_K  # noqa: E402
 
 from . import ArtifactError, ReportInputError, ReportOptions, build_report  # noqa: E402
+from .backward import summary_lines as backward_summary_lines  # noqa: E402
 from .figures import shown_margin  # noqa: E402
 from .options import (DEFAULT_DRIFT_FACTOR, DEFAULT_ISOLATION, ISOLATIONS, TOLERANCE_MODES,  # noqa: E402
                       pair_option)
@@ -113,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--devices", default=None, metavar="LIST",
                    help="comma-separated devices: cpu, cuda, cuda:<i> (default: cpu)")
     g.add_argument("--dtype", choices=DTYPES, default=None, help="override every case's dtype")
+    g.add_argument("--backward", action="store_true",
+                   help="also compare the gradients of the losses per stage (reverse pipeline order) and per "
+                        "weight, with the local backward error (docs/backward.md); exit 1 when they fail")
     g.add_argument("--isolation", choices=ISOLATIONS, default=None,
                    help=f"where the backends run: workers (one long-lived process per backend, shared by every "
                         f"case), inprocess (this process; what monkeypatching tests need) or subprocess (a fresh "
@@ -292,6 +296,7 @@ def summary_table(doc: dict, verbose: int = 0, quiet: bool = False) -> str:
         for f in dr["flagged"][: (None if verbose else 10)]:
             lines.append(f"  {f['case']} {f['stage']}: max |d| {fmt(decode_float(f['then']))} -> "
                          f"{fmt(decode_float(f['now']))} (x{fmt(decode_float(f['ratio']))})")
+    lines.extend(backward_summary_lines(doc, verbose))
     s, t = doc["summary"], doc["timings"]
     lines.append(f"verdict: {doc['verdict'].upper()}  {s['passed']}/{s['cases']} cases passed"
                  + (f"  (wall {t['wall_s']:.1f}s; forward passes {t['forward_s']:.1f}s; harness "
@@ -357,7 +362,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         isolation=args.isolation, baseline=args.baseline, drift_factor=args.drift_factor, recheck=args.recheck,
         junit=args.junit, force=args.force, figures=args.figures, background=args.background,
         command=("python", "-m", "parity.report", *argv), pair=args.pair, pair_from=args.pair_from,
-        job_timeout=args.job_timeout)
+        job_timeout=args.job_timeout, backward=args.backward)
     progress = Progress(sys.stderr, args.quiet)
     try:
         outcome = build_report(options, progress, started=t0, clock=clock)

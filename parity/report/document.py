@@ -84,6 +84,10 @@ def case_entry(rec: CaseRecord) -> Dict[str, Any]:
         "captures": dict(rec.captures), "figures": rec.figures, "figure_errors": list(rec.figure_errors),
         "drift_flagged": 0,
     }))
+    if rec.backward is not None:
+        from .backward import case_entry as backward_entry
+
+        d["backward"] = backward_entry(rec.backward)
     return d
 
 

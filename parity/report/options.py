@@ -68,6 +68,7 @@ class ReportOptions:
     pair: Optional[str] = None  # "REFERENCE:CANDIDATE" or a pair name (None: reference_tf:torch_impl)
     pair_from: Optional[str] = None  # "module:object": a Pair, or a factory returning one
     job_timeout: float = DEFAULT_JOB_TIMEOUT
+    backward: bool = False  # also compare the gradients (parity.backward; docs/backward.md)
 
     def to_dict(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {}
@@ -243,6 +244,9 @@ def make_plan(opts: ReportOptions) -> Plan:
     if not (math.isfinite(opts.job_timeout) and opts.job_timeout > 0):
         raise _fail(f"--job-timeout must be a finite number of seconds > 0, got {opts.job_timeout}")
     recheck = opts.recheck is not None
+    if recheck and opts.backward:
+        raise _fail("--backward cannot be combined with --recheck (a recheck re-compares stored captures, which "
+                    "hold no gradients); run the report with --backward instead")
     if recheck:
         given = [flag for flag, v in (("--suite", opts.suite), ("--dtype", opts.dtype), ("--devices", opts.devices),
                                       ("--isolation", opts.isolation), ("--pair", opts.pair),
