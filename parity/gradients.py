@@ -82,6 +82,14 @@ def adjoint_order(graph: Graph, loss: str) -> Tuple[str, ...]:
     return tuple(reversed(ancestors(graph, loss)))
 
 
+def default_losses(graph: Graph) -> Tuple[str, ...]:
+    """The loss stages a backward job differentiates when none are named: the built-in losses the
+    graph has; else its stages named ``loss*``; else its last stage."""
+    names = [n for n, _ in graph]
+    return (tuple(n for n in LOSSES if n in names) or tuple(n for n in names if n.startswith("loss"))
+            or tuple(names[-1:]))
+
+
 def consumers(graph: Graph, stages: Iterable[str]) -> Dict[str, Tuple[str, ...]]:
     """stage -> the stages (among ``stages``) that read it."""
     keep = set(stages)

@@ -55,7 +55,7 @@ class Job:
     inputs_id: str = ""  # digest of the batch inputs (the pool writes each batch once)
     label: str = ""  # how errors and logs name this job, e.g. "reference n64_g2 float64 cpu"
     task: str = "forward"  # what the side computes: "forward" (stages) or "backward" (+ gradients)
-    losses: Tuple[str, ...] = ()  # backward: the loss stages differentiated (() -> parity.gradients.LOSSES)
+    losses: Tuple[str, ...] = ()  # backward: the loss stages differentiated (() -> parity.gradients.default_losses)
     teacher_gradients: Optional[Mapping[str, np.ndarray]] = None  # backward: the teacher run's gradients
 
     def __post_init__(self) -> None:
@@ -213,13 +213,14 @@ def _backward(side, model, job: Job, stages, timings) -> Tuple[Optional[Dict[str
     reason when the side computes none)."""
     from . import gradients as grads
 
-    info: Dict[str, object] = {"losses": list(job.losses or grads.LOSSES), "convention": grads.CANONICAL}
+    losses = job.losses or grads.default_losses(job.graph)
+    info: Dict[str, object] = {"losses": list(losses), "convention": grads.CANONICAL}
     if not side.supports_gradients:
         info["unavailable"] = side.gradients_unavailable or "the side does not compute gradients"
         return None, info
     t0 = time.perf_counter()
     out, errors = grads.compute(side, model, inputs=job.inputs, stages=stages, graph=job.graph,
-                                losses=job.losses or grads.LOSSES, weights=job.weights, dtype=job.dtype,
+                                losses=losses, weights=job.weights, dtype=job.dtype,
                                 teacher_gradients=job.teacher_gradients)
     timings["backward_s"] = time.perf_counter() - t0
     info["local_errors"] = errors

@@ -59,7 +59,8 @@ def block(cases: Sequence[Mapping[str, Any]], figures: Mapping[str, str]) -> Dic
                     cur = w[kind].get(s["name"])
                     if m is not None and (cur is None or _gt(m, decode_float(cur["margin"]))):
                         w[kind][s["name"]] = {"margin": s.get("margin"), "rel_l2": s.get("rel_l2"), "case": c["key"]}
-    verdict = "fail" if failed or missing else "pass"
+    verdict = "fail" if failed or missing else ("not_available" if entries and len(unavailable) == len(entries)
+                                                 else "pass")
     reasons = []
     if failed:
         reasons.append(f"backward parity failed in {len(failed)} of {len(entries)} cases: " + ", ".join(failed[:10]))
@@ -146,7 +147,7 @@ def html_section(doc: Mapping[str, Any]) -> str:
                    f'</figcaption></figure>' for name, rel in (bw.get("figures") or {}).items()
                    if rel in doc.get("artifacts", []))
     reasons = "".join(f"<li>{_e(r)}</li>" for r in bw.get("reasons", []))
-    return (f"<h2>Backward parity: {_e(bw['verdict'].upper())} ({bw['passed']} of {bw['cases']} cases)</h2><ul>{reasons}</ul>"
+    return (f"<h2>Backward parity: {_e(bw['verdict'].upper().replace('_', ' '))} ({bw['passed']} of {bw['cases']} cases)</h2><ul>{reasons}</ul>"
             "<p class=\"small\">Gradients of each loss with respect to every stage it depends on (grad:S, compared "
             "in reverse pipeline order) and to every weight; root cause from the candidate's vector-Jacobian "
             "products fed the reference's values and output gradients (docs/backward.md).</p>"
@@ -167,6 +168,6 @@ def summary_lines(doc: Mapping[str, Any], verbose: int = 0) -> List[str]:
             if verbose:
                 for lb in b["losses"].values():
                     lines.extend(s["message"] for s in lb["stages"] + lb["weights"] if s.get("message"))
-    lines.append(f"backward: {bw['verdict'].upper()}  {bw['passed']}/{bw['cases']} cases passed"
+    lines.append(f"backward: {bw['verdict'].upper().replace('_', ' ')}  {bw['passed']}/{bw['cases']} cases passed"
                  + (f"; not available: {', '.join(bw['not_available'])}" if bw["not_available"] else ""))
     return lines

@@ -158,7 +158,7 @@ BACKWARD_CASE = _obj({"verdict": {"enum": ["pass", "fail", "not_available"]}, "a
                           "stages": {"type": "array", "items": BACKWARD_STAGE},
                           "weights": {"type": "array", "items": BACKWARD_STAGE}})}},
                      {"tolerance_mode": {"enum": ["table", "noise_floor"]}, "summary": {"type": "string"}})
-BACKWARD = _obj({"verdict": VERDICT, "cases": {"type": "integer"}, "passed": {"type": "integer"},
+BACKWARD = _obj({"verdict": {"enum": ["pass", "fail", "not_available"]}, "cases": {"type": "integer"}, "passed": {"type": "integer"},
                  "failed": {"type": "array", "items": {"type": "string"}},
                  "not_available": {"type": "array", "items": {"type": "string"}}},
                 {"reasons": {"type": "array"}, "worst": {"type": "object"}, "figures": {"type": "object"}})

@@ -56,7 +56,7 @@ class TorchImpl(TorchFramework, Side):
     def _differentiate(self, model, out, wrt, cotangent=None):
         """(grads of ``wrt`` tensors by name, neutral weight grads) of ``out`` (None: not reached)."""
         import torch
-        from torch_impl.weights import from_torch_state
+        from torch_impl.weights import from_torch_state, torch_name
 
         params = dict(model.generator.named_parameters())
         live = {k: t for k, t in {**wrt, **{"__p__" + n: p for n, p in params.items()}}.items() if t.requires_grad}
@@ -70,7 +70,7 @@ class TorchImpl(TorchFramework, Side):
             return tensors, {}
         state = {n: (pg[n] if n in pg else torch.zeros_like(p)).detach().resolve_conj().cpu() for n, p in params.items()}
         weights = from_torch_state(model.config, state)
-        return tensors, {k: v for k, v in weights.items() if any(n in pg for n in _torch_names(model, k))}
+        return tensors, {k: v for k, v in weights.items() if torch_name(k) in pg}
 
     def gradients(self, model, inputs, loss):
         import torch
@@ -107,9 +107,3 @@ class TorchImpl(TorchFramework, Side):
                 return self._differentiate(model, out, e, cot)
         finally:
             model.generator.requires_grad_(False)
-
-
-def _torch_names(model, neutral: str):
-    from torch_impl.weights import torch_name
-
-    return (torch_name(neutral),)

@@ -21,7 +21,7 @@ def gradient_sides():
 
 
 def test_backward_of_a_side_without_gradients_is_not_available(gradient_sides):
-    run = run_case("n64_g1", pair="reference_tf:nograd", task="backward")
+    run = run_case("n64_g1", pair="reference_tf:nograd", task="backward", isolation="workers")
     assert run.result.passed  # the forward is compared as usual
     b = run.backward
     assert b.verdict == "not_available" and "nograd" in b.reason and "no autograd" in b.reason
@@ -46,7 +46,7 @@ def test_backward_report_cli(tmp_path, capsys):
     from parity.report.__main__ import main
 
     hub = tmp_path / "hub"
-    code = main(["--backward", "--case", "n64_g1", "--hub", str(hub), "--isolation", "inprocess", "-q"])
+    code = main(["--backward", "--case", "n64_g1", "--hub", str(hub), "-q"])
     out = capsys.readouterr().out
     assert code == 0, out
     doc = json.loads((hub / "parity_report.json").read_text())
