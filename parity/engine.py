@@ -256,7 +256,9 @@ class _State:
         job = Job(side=node.side, config=config, weights=weights, inputs=inputs, dtype=node.dtype,
                   device=node.device, case=node.case.name, teacher=teacher.capture.stages if teacher else None,
                   repeats=node.repeats, faults=node.faults, allow_tf32=node.allow_tf32,
-                  graph=self.plan.pair.graph, weights_id=wid, inputs_id=iid, label=f"{node.label} ({node.side})")
+                  graph=self.plan.pair.graph, weights_id=wid, inputs_id=iid, label=f"{node.label} ({node.side})",
+                  task=node.task, losses=node.losses,
+                  teacher_gradients=teacher.gradients if teacher is not None and node.task == "backward" else None)
         ex = self.engine.executor
         if not ex.can_take(job):
             return False
@@ -317,6 +319,8 @@ class _State:
                 out.result = compare(ref.capture, cand.capture, tol, case=c.case, dtype=c.dtype, device=c.device,
                                      local=local, stage_list=self.plan.pair.stage_list)
                 out.result.meta.update(c.meta)
+                if c.task == "backward":
+                    out.backward = self._backward(c)
             except Exception as exc:  # noqa: BLE001 - e.g. a noise floor from non-finite runs
                 out.error, out.exception = f"{type(exc).__name__}: {exc}", exc
             out.timings["compare_s"] = time.perf_counter() - t0
@@ -329,6 +333,18 @@ class _State:
         for key in c.nodes:
             self._release(key)
         return out
+
+    def _backward(self, c: Comparison):
+        from .backward import compare_backward
+
+        tol = c.tolerance
+        noise = None
+        if isinstance(tol, NoiseFloor):
+            noise = (self.outputs[tol.oracle], self.outputs[tol.float32], tol.k)
+            tol = None
+        return compare_backward(self.outputs[c.reference], self.outputs[c.candidate], tol, case=c.case,
+                                dtype=c.dtype, device=c.device, stage_list=self.plan.pair.stage_list,
+                                local=c.local is not None, noise_floor=noise)
 
     def _tolerance(self, c: Comparison):
         tol = c.tolerance

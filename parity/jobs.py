@@ -28,6 +28,7 @@ from .capture import Capture
 from .sides import ForwardError, SideUnavailable, load_side_class, side_target
 
 StageGraph = Tuple[Tuple[str, Tuple[str, ...]], ...]
+TASKS = ("forward", "backward", "train")
 
 
 def builtin_graph() -> StageGraph:
@@ -54,14 +55,19 @@ class Job:
     weights_id: str = ""  # digest of the weight set ("" -> computed when needed)
     inputs_id: str = ""  # digest of the batch inputs (the pool writes each batch once)
     label: str = ""  # how errors and logs name this job, e.g. "reference n64_g2 float64 cpu"
-    task: str = "forward"  # what the worker computes: "forward" (a capture), "train" (parity.training)
+    task: str = "forward"  # what the worker computes: "forward" (stages), "backward" (+ gradients), "train"
     train: Dict[str, object] = field(default_factory=dict)  # task "train": steps, loss, optimizer settings
+    losses: Tuple[str, ...] = ()  # backward: the loss stages differentiated (() -> parity.gradients.default_losses)
+    teacher_gradients: Optional[Mapping[str, np.ndarray]] = None  # backward: the teacher run's gradients
 
     def __post_init__(self) -> None:
         self.target = self.target or side_target(self.side)
         self.graph = tuple(self.graph) or builtin_graph()
         self.faults = tuple(self.faults)
         self.label = self.label or f"{self.side} {self.case} {self.dtype} {self.device}".strip()
+        if self.task not in TASKS:
+            raise ValueError(f"job task {self.task!r}; expected one of {list(TASKS)}")
+        self.losses = tuple(self.losses)
 
 
 @dataclass
@@ -72,6 +78,7 @@ class JobResult:
     crash: Optional[str] = None  # "<stage>: <error>" when the forward failed part-way
     file: Optional[Path] = None  # where a worker wrote the capture (a later job's teacher reads it)
     exception: Optional[BaseException] = None  # in this process: what the forward raised (crash)
+    gradients: Optional[Dict[str, np.ndarray]] = None  # backward: parity.gradients keys -> arrays
 
 
 def weights_digest(arrays: Mapping[str, np.ndarray]) -> str:
@@ -133,8 +140,6 @@ def execute(job: Job) -> JobResult:
             with inject_all(job.faults):
                 return execute_train(job)
         return execute_train(job)
-    if job.task != "forward":
-        raise ValueError(f"job {job.label!r}: unknown task {job.task!r}")
     if job.faults:
         from .faults import inject_all
 
@@ -198,6 +203,10 @@ def _execute(job: Job) -> JobResult:
                     local_errors[name] = f"{type(exc).__name__}: {exc}"
         timings["local_s"] = time.perf_counter() - t0
 
+    gradients, grad_info = None, None
+    if job.task == "backward" and crash is None:
+        gradients, grad_info = _backward(side, model, job, captured, timings)
+
     meta = {
         "side": job.side,
         "framework": side.framework,
@@ -232,5 +241,26 @@ def _execute(job: Job) -> JobResult:
     meta.update({k: v for k, v in side.capture_meta().items() if k not in meta})
     if crash is not None:
         meta["crash"] = crash
+    if grad_info is not None:
+        meta["gradients"] = grad_info
     return JobResult(capture=Capture(stages=captured, meta=meta), local=local, timings=timings, crash=crash,
-                     exception=raised)
+                     exception=raised, gradients=gradients)
+
+
+def _backward(side, model, job: Job, stages, timings) -> Tuple[Optional[Dict[str, np.ndarray]], Dict[str, object]]:
+    """The gradients of a backward job and what the capture's meta says of them (None and the
+    reason when the side computes none)."""
+    from . import gradients as grads
+
+    losses = job.losses or grads.default_losses(job.graph)
+    info: Dict[str, object] = {"losses": list(losses), "convention": grads.CANONICAL}
+    if not side.supports_gradients:
+        info["unavailable"] = side.gradients_unavailable or "the side does not compute gradients"
+        return None, info
+    t0 = time.perf_counter()
+    out, errors = grads.compute(side, model, inputs=job.inputs, stages=stages, graph=job.graph,
+                                losses=losses, weights=job.weights, dtype=job.dtype,
+                                teacher_gradients=job.teacher_gradients)
+    timings["backward_s"] = time.perf_counter() - t0
+    info["local_errors"] = errors
+    return out, info

@@ -49,12 +49,16 @@ class Run:
     teacher: Optional[str] = None
     allow_tf32: bool = False
     repeats: int = 1
+    task: str = "forward"  # parity.jobs.Job.task
+    losses: Tuple[str, ...] = ()  # backward: the losses differentiated (() -> all)
 
     @property
     def key(self) -> str:
         k = f"{self.role}:{self.side}/{self.case.name}/{self.dtype}/{self.device}"
         if self.allow_tf32:
             k += "+tf32"
+        if self.task != "forward":
+            k += f"+{self.task}" + "".join(f"+{x}" for x in self.losses)
         if self.faults:
             k += "+" + "+".join(self.faults)
         if self.teacher:
@@ -118,6 +122,7 @@ class Comparison:
     extra: Tuple[str, ...] = ()  # further nodes the outcome carries (e.g. the float32 reference)
     meta: Dict[str, Any] = field(default_factory=dict)  # copied into result.meta
     tag: Any = None  # the caller's
+    task: str = "forward"  # "backward": the outcome also compares the gradients (outcome.backward)
 
     @property
     def nodes(self) -> Tuple[str, ...]:
@@ -149,29 +154,32 @@ class Plan:
     def add_case(self, case, *, device: str = "cpu", tolerances: Any, tolerance_mode: Optional[str] = None,
                  noise_floor_k: float = NOISE_FLOOR_K, teacher_forcing: bool = True, faults: Sequence[str] = (),
                  reference_faults: Sequence[str] = (), key: Optional[str] = None, tag: Any = None,
-                 meta: Optional[Dict[str, Any]] = None) -> Comparison:
+                 meta: Optional[Dict[str, Any]] = None, task: str = "forward",
+                 losses: Sequence[str] = ()) -> Comparison:
         """The comparison of one case: the reference side's run (or, under the noise floor, its
         float64 and float32 runs) and the candidate side's run, teacher-forced with the
-        reference it is compared against."""
+        reference it is compared against. ``task="backward"``: every run also computes the
+        gradients of ``losses`` (default all), and the candidate its local backward."""
         mode = tolerance_mode or getattr(case, "tolerance_mode", "table")
         noise = uses_noise_floor(mode, case.dtype)
         ref_side, cand_side = self.pair.reference, self.pair.candidate
         rf = tuple(reference_faults)
+        bw = {} if task == "forward" else {"task": task, "losses": tuple(losses)}
         if noise:
-            oracle = self.add(Run("reference", ref_side, case, "float64", "cpu" if device == "cpu" else device, rf))
-            ref32 = self.add(Run("reference_float32", ref_side, case, "float32", device, rf))
+            oracle = self.add(Run("reference", ref_side, case, "float64", "cpu" if device == "cpu" else device, rf, **bw))
+            ref32 = self.add(Run("reference_float32", ref_side, case, "float32", device, rf, **bw))
             reference, tol, extra = oracle, NoiseFloor(oracle, ref32, noise_floor_k), (ref32,)
         else:
-            reference = self.add(Run("reference", ref_side, case, case.dtype, device, rf))
+            reference = self.add(Run("reference", ref_side, case, case.dtype, device, rf, **bw))
             tol, extra = tolerances, ()
         candidate = self.add(Run("candidate", cand_side, case, case.dtype, device, tuple(faults),
-                                 reference if teacher_forcing else None))
+                                 reference if teacher_forcing else None, **bw))
         info = {"tolerance_mode": "noise_floor" if noise else "table", "faults": list(faults),
                 "pair": self.pair.spec, **(meta or {})}
         return self.compare(Comparison(key=key or case.name, case=case.name, dtype=case.dtype, device=device,
                                        reference=reference, candidate=candidate, tolerance=tol,
                                        local=candidate if teacher_forcing else None, extra=extra, meta=info,
-                                       tag=tag))
+                                       tag=tag, task=task))
 
 
 @dataclass
@@ -187,6 +195,7 @@ class Outcome:
     errors: List[Dict[str, Any]] = field(default_factory=list)  # JobError.to_dict() of each failed node
     timings: Dict[str, float] = field(default_factory=dict)
     nodes: Dict[str, JobResult] = field(default_factory=dict)  # node key -> output (for Engine.run(reuse=))
+    backward: Any = None  # a backward comparison: its parity.backward.BackwardResult
 
     @property
     def local(self) -> Optional[Dict[str, Any]]:

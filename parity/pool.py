@@ -235,6 +235,11 @@ class WorkerPool:
                 "weights_id": job.weights_id, "weights_file": str(weights_file),
                 "teacher_file": str(teacher_file) if teacher_file is not None else None, "label": job.label,
                 "inputs_file": str(inputs_file), "task": job.task, "train": job.train}
+        if job.task == "backward":
+            meta.update(losses=list(job.losses))
+        if job.teacher_gradients is not None:
+            np.savez(directory / "teacher_gradients.npz", **{k: np.asarray(v) for k, v in job.teacher_gradients.items()})
+            meta["teacher_gradients_file"] = str(directory / "teacher_gradients.npz")
         (directory / "job.json").write_text(json.dumps(meta, default=str))
 
     def start(self, side: str, device: str = "cpu", timeout: float = 600.0) -> dict:
@@ -342,8 +347,12 @@ class WorkerPool:
         if (t.directory / "local.npz").exists():
             with np.load(t.directory / "local.npz", allow_pickle=False) as data:
                 local = {k: data[k] for k in data.files}
+        gradients = None
+        if (t.directory / "gradients.npz").exists():
+            with np.load(t.directory / "gradients.npz", allow_pickle=False) as data:
+                gradients = {k: data[k] for k in data.files}
         result = JobResult(capture=capture, local=local, timings=dict(capture.meta.get("timings", {})),
-                           crash=capture.meta.get("crash"), file=t.directory / "capture.npz")
+                           crash=capture.meta.get("crash"), file=t.directory / "capture.npz", gradients=gradients)
         return t, result
 
     def run(self, job: Job, *, teacher_file: Optional[Path] = None,

@@ -39,6 +39,8 @@ class CaseRun:
     local: Optional[Dict[str, object]] = None
     extra: Dict[str, Capture] = field(default_factory=dict)  # e.g. the float32 reference in noise-floor mode
     timings: Dict[str, float] = field(default_factory=dict)
+    backward: Optional[object] = None  # task="backward": the parity.backward.BackwardResult
+    gradients: Dict[str, Dict[str, object]] = field(default_factory=dict)  # task="backward": role -> gradients
 
     @property
     def port(self) -> Capture:  # the built-in pair's name for the candidate
@@ -64,7 +66,9 @@ def case_run(case, outcome: Outcome) -> CaseRun:
             timings[f"{role}_{k}"] = v
     extra = {role: jr.capture for role, jr in out.items() if role not in ("reference", "candidate")}
     return CaseRun(case=case, result=outcome.result, reference=out["reference"].capture,
-                   candidate=out["candidate"].capture, local=outcome.local, extra=extra, timings=timings)
+                   candidate=out["candidate"].capture, local=outcome.local, extra=extra, timings=timings,
+                   backward=outcome.backward,
+                   gradients={role: jr.gradients for role, jr in out.items() if jr.gradients is not None})
 
 
 def run_case(
@@ -82,13 +86,16 @@ def run_case(
     pair: Union[None, str, Pair] = None,
     faults: Sequence[str] = (),
     job_timeout: Optional[float] = DEFAULT_JOB_TIMEOUT,
+    task: str = "forward",
 ) -> CaseRun:
     """Run one case on both sides of ``pair`` (default ``reference_tf:torch_impl``) and compare
     them stage by stage.
 
     ``engine``: an :class:`parity.engine.Engine` to run on (its pair and isolation win); else
     one is made for this case (``pool``: a :class:`parity.pool.WorkerPool` it uses). ``faults``:
-    names from :mod:`parity.faults` injected into the candidate while it runs.
+    names from :mod:`parity.faults` injected into the candidate while it runs. ``task="backward"``:
+    every run also computes the gradients of both losses, and ``run.backward`` holds their
+    comparison (:mod:`parity.backward`; docs/backward.md).
     """
     pair = engine.pair if engine is not None else resolve_pair(pair)
     if isinstance(case, str):
@@ -108,7 +115,7 @@ def run_case(
         plan = engine.plan()
         plan.add_case(case, device=device, tolerances=tolerances, tolerance_mode=tolerance_mode,
                       noise_floor_k=noise_floor_k, teacher_forcing=teacher_forcing, faults=faults,
-                      meta={"isolation": engine.isolation})
+                      meta={"isolation": engine.isolation}, task=task)
         (outcome,) = engine.run(plan)
     finally:
         if own:

@@ -134,7 +134,20 @@ def _check_table(raw: Any, where: str, *, require_reason: bool, partial: bool) -
     return out
 
 
+#: Backward parity: ``grad:S`` names the gradient of a loss with respect to stage S (known when S
+#: is), ``grad:weights`` every weight gradient; both resolve through ``[backward.<dtype>]`` and, for
+#: the gradients of one loss, ``[backward.<loss>.<dtype>]`` (the loss is a stage name).
+GRAD_PREFIX = "grad:"
+WEIGHT_GRADIENTS = GRAD_PREFIX + "weights"
+
+
+def is_gradient(name: str) -> bool:
+    return name.startswith(GRAD_PREFIX)
+
+
 def _check_stage(name: str, where: str, known: Sequence[str] = STAGE_NAMES) -> None:
+    if is_gradient(name) and (name == WEIGHT_GRADIENTS or name[len(GRAD_PREFIX):] in known):
+        return
     if name != "*" and name not in known:
         raise ValueError(f"{where}: unknown stage {name!r}; known stages are {list(known)}")
 
@@ -148,6 +161,24 @@ def _check_dtypes(raw: Any, where: str) -> Dict[str, Any]:
     return raw
 
 
+def _check_backward(raw: Any, path: str, known: Sequence[str]) -> Dict[str, Any]:
+    """``[backward.<dtype>]`` and ``[backward.<loss>.<dtype>]`` (every one needs a reason)."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: [backward] must be a table keyed by dtype {list(DTYPES)} or by a loss stage")
+    out: Dict[str, Any] = {}
+    for k, t in raw.items():
+        if k in DTYPES:
+            out[k] = _check_table(t, f"{path}: [backward.{k}]", require_reason=True, partial=True)
+        elif k in known:
+            t = _check_dtypes(t, f"{path}: [backward.{k}]")
+            out[k] = {d: _check_table(x, f"{path}: [backward.{k}.{d}]", require_reason=True, partial=True)
+                      for d, x in t.items()}
+        else:
+            raise ValueError(f"{path}: [backward.{k}]: {k!r} is neither a dtype {list(DTYPES)} nor a stage; known "
+                             f"stages are {list(known)}")
+    return out
+
+
 @dataclass(frozen=True)
 class ToleranceTable:
     """Resolved tolerance table. Build with :func:`load_tolerances` or :meth:`from_dict`."""
@@ -157,6 +188,7 @@ class ToleranceTable:
     device_overrides: Mapping[str, Mapping[str, Mapping[str, Mapping[str, Any]]]] = field(default_factory=dict)
     path: str = "<dict>"
     known: Tuple[str, ...] = STAGE_NAMES  # the stage names this table accepts (its pair's)
+    backward: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # [backward.<dtype>] / .<loss>.<dtype>
 
     def for_stages(self, names: Sequence[str]) -> "ToleranceTable":
         """The same table accepting ``names`` too (a pair with other stages: they get the
@@ -170,10 +202,11 @@ class ToleranceTable:
         """Validate a parsed TOML document against ``stages`` (default: the built-in pair's);
         raises ValueError naming the offending table."""
         known = tuple(stages) if stages is not None else STAGE_NAMES
-        unknown = sorted(set(data) - {"defaults", "stages", "device_overrides"})
+        unknown = sorted(set(data) - {"defaults", "backward", "stages", "device_overrides"})
         if unknown:
             raise ValueError(f"{path}: unknown top-level table(s) {unknown}; "
-                             f"allowed are ['defaults', 'stages', 'device_overrides']")
+                             f"allowed are ['defaults', 'backward', 'stages', 'device_overrides']")
+        backward = _check_backward(data.get("backward", {}), path, known)
         raw_defaults = _check_dtypes(data.get("defaults", {}), f"{path}: [defaults]")
         missing = [d for d in DTYPES if d not in raw_defaults]
         if missing:
@@ -199,15 +232,21 @@ class ToleranceTable:
                     where = f"{path}: [device_overrides.{device}.{d}.{stage}] (stage {stage})"
                     _check_stage(stage, where, known)
                     devices[device][d][stage] = _check_table(t, where, require_reason=True, partial=True)
-        return cls(defaults=defaults, stages=stages, device_overrides=devices, path=path, known=known)
+        return cls(defaults=defaults, stages=stages, device_overrides=devices, path=path, known=known,
+                   backward=backward)
 
-    def for_stage(self, stage: str, dtype: Any, device: str = "cpu") -> Tolerance:
-        """Tolerance of ``stage`` at precision ``dtype`` on ``device`` (``"cuda:0"`` -> ``"cuda"``)."""
+    def for_stage(self, stage: str, dtype: Any, device: str = "cpu", loss: Optional[str] = None) -> Tolerance:
+        """Tolerance of ``stage`` at precision ``dtype`` on ``device`` (``"cuda:0"`` -> ``"cuda"``);
+        ``loss``: for a gradient (``grad:S``), the loss it is the gradient of."""
         _check_stage(stage, "for_stage", self.known)
         if stage == "*":
             raise ValueError("for_stage: give a stage name, not '*'")
         key = dtype_key(dtype)
         layers = [(f"defaults.{key}", self.defaults[key])]
+        if is_gradient(stage) and key in self.backward:
+            layers.append((f"backward.{key}", self.backward[key]))
+        if is_gradient(stage) and loss is not None and key in self.backward.get(loss, {}):
+            layers.append((f"backward.{loss}.{key}", self.backward[loss][key]))
         if key in self.stages.get(stage, {}):
             layers.append((f"stages.{stage}.{key}", self.stages[stage][key]))
         dev = _device_key(device)

@@ -6,7 +6,8 @@ object a line; anything a library prints goes to stderr (the pool's log of this 
 * start-up: ``{"event": "ready", "pid": ...}``;
 * ``{"op": "run", "dir": JOB_DIR}``: run the job folder written by
   :func:`parity.pool.write_job` through :func:`parity.jobs.execute` (the same code as in the
-  parent's process) and write ``capture.npz`` (and ``local.npz``); answer ``{"event": "done",
+  parent's process) and write ``capture.npz`` (and ``local.npz``, and a backward job's
+  ``gradients.npz``); answer ``{"event": "done",
   "code": 0|2|3, "seconds": ..., "peak_rss_bytes": ...}``. On code 2 (an error) or 3 (the side
   is not installed) ``error.txt`` holds one line for the parent;
 * ``{"op": "devices", "side": NAME, "target": "module:Class"}``: answer ``{"event": "devices",
@@ -58,9 +59,11 @@ def _weights(meta: Dict[str, Any]) -> Dict[str, np.ndarray]:
 
 def read_job(directory: Path) -> Job:
     meta = json.loads((directory / "job.json").read_text())
-    teacher = None
+    teacher = teacher_gradients = None
     if meta.get("teacher_file"):
         teacher = load_capture(meta["teacher_file"]).stages
+    if meta.get("teacher_gradients_file"):
+        teacher_gradients = _load_npz(Path(meta["teacher_gradients_file"]))
     return Job(
         side=meta["side"], target=meta["target"], config=meta["config"], weights=_weights(meta),
         inputs=_load_npz(Path(meta.get("inputs_file") or directory / "inputs.npz")), dtype=meta["dtype"], device=meta["device"], case=meta["case"],
@@ -69,6 +72,7 @@ def read_job(directory: Path) -> Job:
         graph=tuple((name, tuple(inputs)) for name, inputs in meta["graph"]),
         weights_id=meta["weights_id"], label=meta.get("label", ""),
         task=meta.get("task", "forward"), train=dict(meta.get("train") or {}),
+        losses=tuple(meta.get("losses", ())), teacher_gradients=teacher_gradients,
     )
 
 
@@ -81,6 +85,8 @@ def run_job_dir(directory: Path) -> int:
         save_capture(directory / "capture.npz", result.capture, compress=False)  # a local hand-over
         if result.local is not None:
             np.savez(directory / "local.npz", **result.local)
+        if result.gradients is not None:
+            np.savez(directory / "gradients.npz", **result.gradients)
         return 0
     except SideUnavailable as exc:
         (directory / "error.txt").write_text(str(exc))

@@ -129,6 +129,21 @@ def _heatmap(plan: Plan, records: List[CaseRecord], verdict_text: str) -> None:
     plan.hub.record(hub_mod.SUMMARY_PNG)
 
 
+def _backward(plan: Plan, records: List[CaseRecord], cases: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """The document's backward block (--backward), its heat maps drawn into the hub."""
+    from . import backward as B
+
+    figures: Dict[str, str] = {}
+    if plan.options.figures:
+        try:
+            figures = B.heatmaps(records, plan.hub.path, "Backward parity")
+            for rel in figures.values():
+                plan.hub.record(rel)
+        except Exception as exc:  # a figure never fails the run
+            log.warning("backward heat maps not drawn: %s", exc, exc_info=True)
+    return B.block(cases, figures)
+
+
 def _config(plan: Plan, records: List[CaseRecord]) -> Dict[str, Any]:
     o = plan.options
     return {
@@ -188,11 +203,15 @@ def _finish(plan: Plan, records: List[CaseRecord], created: str, t_start: float,
         except Exception as exc:  # a figure never fails the run
             log.warning("summary heat map not drawn: %s", exc, exc_info=True)
 
+    backward = _backward(plan, records, cases) if o.backward else None
     drift = None
     if plan.baseline is not None:
         drift = compare_to_baseline(cases, plan.baseline, o.drift_factor, str(o.baseline))
     devices = D.device_entries(plan.devices, cases)
     verdicts = D.verdicts(cases, drift)
+    if backward is not None and backward["verdict"] != "pass":
+        verdicts["verdict"] = "fail"
+        verdicts["verdict_reasons"] = list(verdicts["verdict_reasons"]) + backward["reasons"]
     matrix = _device_matrix(plan)
     training = training_section.run(plan)  # None without --train-steps
     if training is not None and training.get("verdict") == "fail":
@@ -218,7 +237,7 @@ def _finish(plan: Plan, records: List[CaseRecord], created: str, t_start: float,
                       "provenance": src.get("provenance")}
     config = _config(plan, records)
     hub.write_json(hub_mod.CONFIG_JSON, config)
-    hub.write_json(hub_mod.SCHEMA_JSON, schema.report_schema())
+    hub.write_json(hub_mod.SCHEMA_JSON, schema.report_schema(backward=backward is not None))
 
     junit_rel = None
     if o.junit is not None:
@@ -244,6 +263,11 @@ def _finish(plan: Plan, records: List[CaseRecord], created: str, t_start: float,
         doc["not_expressible"] = {name: dict(why) for name, why in refused.items()}
     if training is not None:
         doc["training"] = training
+    if backward is not None:  # schema version 3: the backward section
+        from .backward import SCHEMA_VERSION as BACKWARD_SCHEMA_VERSION
+
+        doc["schema_version"] = BACKWARD_SCHEMA_VERSION
+        doc["backward"] = backward
     artifacts = list(hub.written) + [hub_mod.INDEX_HTML] + ([junit_rel] if junit_rel else []) + [hub_mod.REPORT_JSON]
     doc["artifacts"] = list(dict.fromkeys(artifacts))
     hub.write_text(hub_mod.INDEX_HTML, html.render(doc))

@@ -27,6 +27,7 @@ from parity.jsonable import decode_float  # noqa: E402
 from parity.tolerances import DTYPES, NOISE_FLOOR_K  # noqa: E402
 
 from . import ArtifactError, ReportInputError, ReportOptions, build_report  # noqa: E402
+from .backward import summary_lines as backward_summary_lines  # noqa: E402
 from .figures import shown_margin  # noqa: E402
 from .training import summary_line as training_line  # noqa: E402
 from .options import (DEFAULT_DRIFT_FACTOR, DEFAULT_ISOLATION, ISOLATIONS, TOLERANCE_MODES,  # noqa: E402
@@ -126,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--devices", default=None, metavar="LIST",
                    help="comma-separated devices: cpu, cuda, cuda:<i> (default: cpu)")
     g.add_argument("--dtype", choices=DTYPES, default=None, help="override every case's dtype")
+    g.add_argument("--backward", action="store_true",
+                   help="also compare the gradients of the losses per stage (reverse pipeline order) and per "
+                        "weight, with the local backward error (docs/backward.md); exit 1 when they fail")
     g.add_argument("--isolation", choices=ISOLATIONS, default=None,
                    help=f"where the backends run: workers (one long-lived process per backend, shared by every "
                         f"case), inprocess (this process; what monkeypatching tests need) or subprocess (a fresh "
@@ -330,6 +334,7 @@ def summary_table(doc: dict, verbose: int = 0, quiet: bool = False) -> str:
     trained = training_line(doc.get("training"))
     if trained:
         lines.append(trained)
+    lines.extend(backward_summary_lines(doc, verbose))
     s, t = doc["summary"], doc["timings"]
     known = "".join(f", {s[k]} {k}" for k in ("known", "fixed") if s.get(k))
     lines.append(f"verdict: {doc['verdict'].upper()}  {s['passed']}/{s['cases']} cases passed{known}"
@@ -406,7 +411,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         command=("python", "-m", "parity.report", *argv), pair=args.pair, pair_from=args.pair_from,
         job_timeout=args.job_timeout, divergences=args.divergences, no_divergences=args.no_divergences,
         train_steps=args.train_steps, train_case=args.train_case, train_loss=args.train_loss,
-        train_batches=args.train_batches)
+        train_batches=args.train_batches, backward=args.backward)
     progress = Progress(sys.stderr, args.quiet)
     try:
         outcome = build_report(options, progress, started=t0, clock=clock)

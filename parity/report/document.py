@@ -96,6 +96,10 @@ def case_entry(rec: CaseRecord) -> Dict[str, Any]:
         per_side = {rec.sides.get(role, role): m[key] for role, m in rec.backends.items() if (m or {}).get(key)}
         if per_side:
             d[key] = to_json(per_side)
+    if rec.backward is not None:
+        from .backward import case_entry as backward_entry
+
+        d["backward"] = backward_entry(rec.backward)
     return d
 
 

@@ -411,11 +411,12 @@ def summary_heatmap(path: Path, title: str, rows: Sequence[str], stages: Sequenc
     cw, ch = 66, 26
     top, bottom = 84, 110
     W = int(label_w + cw * len(stages) + 130)
+    heading = (title + f"\ncell text: error / tolerance (margin, > 1 fails; L: of the teacher-forced local "
+               f"comparison)\ncolour: its log10, clipped to [{lo:g}, {hi:g}]; framed: failing stage; grey: not compared")
+    W = max(W, int(max(font(10).getlength(line) for line in heading.split("\n"))) + 40)  # a narrow map keeps its title
     H = top + ch * max(len(rows), 1) + bottom
     c = Canvas(W, H)
-    c.text(W / 2, 10, title + f"\ncell text: error / tolerance (margin, > 1 fails; L: of the teacher-forced local "
-           f"comparison)\ncolour: its log10, clipped to [{lo:g}, {hi:g}]; framed: failing stage; grey: not compared",
-           size=10, anchor="ma")
+    c.text(W / 2, 10, heading, size=10, anchor="ma")
     for i, row in enumerate(margins):
         y = top + i * ch
         c.text(label_w - 8, y + ch / 2, rows[i], size=9, anchor="rm")

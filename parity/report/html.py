@@ -10,6 +10,7 @@ from parity.messages import fmt
 from parity.stages import STAGE_NAMES
 from parity.jsonable import decode_float
 
+from .backward import html_section as backward_section
 from .figures import LOG_MARGIN_RANGE, log_margin, margin_colour, shown_margin
 from .training import section as training_section
 
@@ -286,6 +287,7 @@ def render(doc: Mapping[str, Any]) -> str:
 <h2>Cases x stages</h2>
 {_case_table(doc.get('cases', []), (doc.get('pair') or {}).get('stages') or STAGE_NAMES)}
 {summary_img}
+{backward_section(doc)}
 {_drift(doc.get('drift'))}
 {_divergences(doc.get('divergences'))}
 <h2>Patch grids of the default case</h2>

@@ -75,6 +75,7 @@ class ReportOptions:
     train_loss: str = "loss_nll"
     train_batches: str = "seeded:20"
     train_case: Optional[str] = None  # None: the first case of the run
+    backward: bool = False  # also compare the gradients (parity.backward; docs/backward.md)
 
     def to_dict(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {}
@@ -255,6 +256,9 @@ def make_plan(opts: ReportOptions) -> Plan:
     if not (math.isfinite(opts.job_timeout) and opts.job_timeout > 0):
         raise _fail(f"--job-timeout must be a finite number of seconds > 0, got {opts.job_timeout}")
     recheck = opts.recheck is not None
+    if recheck and opts.backward:
+        raise _fail("--backward cannot be combined with --recheck (a recheck re-compares stored captures, which "
+                    "hold no gradients); run the report with --backward instead")
     if recheck:
         given = [flag for flag, v in (("--suite", opts.suite), ("--dtype", opts.dtype), ("--devices", opts.devices),
                                       ("--isolation", opts.isolation), ("--pair", opts.pair),

@@ -58,6 +58,7 @@ class CaseRecord:
     figure_errors: List[str] = field(default_factory=list)
     files: List[str] = field(default_factory=list)  # hub-relative files written for this case
     status: Optional[str] = None  # the verdict under the known divergences (None: no entry matched)
+    backward: Optional[Any] = None  # --backward: the parity.backward.BackwardResult
 
     @property
     def verdict(self) -> str:
@@ -161,7 +162,8 @@ def _run_cases(plan: Plan, engine: Engine, progress: Optional[Progress], writer:
     for i, (device, case) in enumerate(pairs):
         eplan.add_case(case, device=device, tolerances=plan.table, tolerance_mode=plan.tolerance_mode,
                        noise_floor_k=plan.options.noise_floor_k, key=hub_mod.case_key(case.name, device),
-                       tag=(i, case), meta={"isolation": plan.isolation})
+                       tag=(i, case), meta={"isolation": plan.isolation},
+                       task="backward" if plan.options.backward else "forward")
     records: List[CaseRecord] = []
     clock = {"t": time.perf_counter()}
 
@@ -206,6 +208,9 @@ def _record(plan: Plan, case, o: Outcome, total: float) -> Tuple[CaseRecord, Dic
     rec.timings["other_s"] = max(total - sum(rec.timings[k] for k in ("prepare_s", "import_s", "build_s", "forward_s",
                                                                         "local_s", "compare_s")), 0.0)
     rec.timings["total_s"] = total
+    if plan.options.backward:
+        rec.timings["backward_s"] = both("backward_s")
+        rec.backward = o.backward
     rec.result = o.result
     ref, cand = o.outputs["reference"].capture, o.outputs["candidate"].capture
     captures = {"reference": ref, "candidate": cand}

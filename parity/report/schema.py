@@ -187,8 +187,36 @@ REPORT_SCHEMA: Dict[str, Any] = {
 }
 
 
-def report_schema() -> Dict[str, Any]:
-    """The schema as a fresh dict."""
+BACKWARD_STAGE = _obj({"name": {"type": "string"}, "verdict": VERDICT, "label": {"enum": list(LABELS)},
+                       "margin": NUM_OR_NULL, "rel_l2": NUM_OR_NULL, "max_abs": NUM_OR_NULL},
+                      {"local_error": NUM_OR_NULL, "tolerance": {"anyOf": [TOLERANCE, {"type": "null"}]},
+                       "message": {"type": "string"}})
+BACKWARD_CASE = _obj({"verdict": {"enum": ["pass", "fail", "not_available"]}, "available": {"type": "boolean"},
+                      "reason": {"type": "string"}, "losses": {"type": "object", "additionalProperties": _obj({
+                          "verdict": VERDICT, "first_divergent_stage": STR_OR_NULL, "root_cause_stage": STR_OR_NULL,
+                          "first_divergent_weight": STR_OR_NULL,
+                          "stages": {"type": "array", "items": BACKWARD_STAGE},
+                          "weights": {"type": "array", "items": BACKWARD_STAGE}})}},
+                     {"tolerance_mode": {"enum": ["table", "noise_floor"]}, "summary": {"type": "string"}})
+BACKWARD = _obj({"verdict": {"enum": ["pass", "fail", "not_available"]}, "cases": {"type": "integer"}, "passed": {"type": "integer"},
+                 "failed": {"type": "array", "items": {"type": "string"}},
+                 "not_available": {"type": "array", "items": {"type": "string"}}},
+                {"reasons": {"type": "array"}, "worst": {"type": "object"}, "figures": {"type": "object"}})
+
+
+def report_schema(backward: bool = False) -> Dict[str, Any]:
+    """The schema as a fresh dict; ``backward``: that of a ``--backward`` report (version 3: a
+    ``backward`` block and, per case, a ``backward`` entry; everything of version 2 unchanged)."""
     import copy
 
-    return copy.deepcopy(REPORT_SCHEMA)
+    from .backward import SCHEMA_VERSION as BACKWARD_VERSION
+
+    out = copy.deepcopy(REPORT_SCHEMA)
+    if backward:
+        out["title"] = "Forward- and backward-parity report (python -m parity.report --backward)"
+        out["properties"]["schema_version"] = {"const": BACKWARD_VERSION}
+        out["required"].append("backward")
+        out["properties"]["backward"] = copy.deepcopy(BACKWARD)
+        case = out["properties"]["cases"]["items"]
+        case["properties"]["backward"] = {"anyOf": [{"type": "null"}, copy.deepcopy(BACKWARD_CASE)]}
+    return out

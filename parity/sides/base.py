@@ -34,6 +34,11 @@ class Side(abc.ABC):
     * ``fresh_process``: run every job in a new worker process (sides with global state);
     * ``supports_training``: :meth:`train_steps` is implemented (parity.training); else
       ``training_unavailable`` says why.
+    * ``supports_gradients``: :meth:`gradients` and :meth:`stage_vjp` are implemented (backward
+      parity); ``gradients_unavailable`` says why not when False;
+    * ``complex_gradient``: the form the framework gives the gradient of a real loss with
+      respect to a complex tensor, ``"dx+idy"`` or ``"dx-idy"`` (:mod:`parity.gradients`
+      converts, in one place; docs/backward.md).
     """
 
     name: str = ""
@@ -43,6 +48,9 @@ class Side(abc.ABC):
     fresh_process: bool = False
     supports_training: bool = False
     training_unavailable: str = "the side does not implement train_steps"
+    supports_gradients: bool = False
+    gradients_unavailable: str = "this side does not compute gradients"
+    complex_gradient: str = "dx+idy"
 
     @abc.abstractmethod
     def versions(self) -> Dict[str, str]:
@@ -115,6 +123,22 @@ class Side(abc.ABC):
         step (before its update) and the neutral weight set after each step, each array
         stacked over the steps."""
         raise NotImplementedError(f"side {self.name!r} cannot run training steps: {self.training_unavailable}")
+    def gradients(self, model, inputs: Mapping[str, np.ndarray], loss: str
+                  ) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray], Dict[str, np.ndarray]]:
+        """Run one batch and differentiate the loss stage ``loss`` (``loss_nll``, ``loss_mae``):
+        ``(stage -> dL/dstage, canonical layout; neutral weight name -> dL/dW, neutral layout;
+        stage -> the value it had in this differentiated pass, canonical)``, gradients in the
+        side's :attr:`complex_gradient` form. A stage or weight the loss does not reach may be
+        left out (the harness takes its gradient as zero)."""
+        raise NotImplementedError(f"side {self.name!r} does not compute gradients: {self.gradients_unavailable}")
+
+    def stage_vjp(self, model, name: str, env: Mapping[str, np.ndarray], cotangent: np.ndarray
+                  ) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
+        """The vector-Jacobian product of ONE stage at canonical inputs ``env`` with the output
+        cotangent ``cotangent`` (canonical layout, the side's complex form): ``(input -> its
+        cotangent; neutral weight name -> its cotangent)`` for the inputs and weights the stage
+        reaches (local backward error, by teacher forcing)."""
+        raise NotImplementedError(f"side {self.name!r} has no vector-Jacobian product: {self.gradients_unavailable}")
 
 
 class ForwardError(RuntimeError):

@@ -88,6 +88,10 @@ class DeclaredSide(Side):
     weights: WeightMap = WeightMap.by_name()
     TAP_KINDS: Tuple[str, ...] = ()
     _input_layouts: Dict[str, Tuple] = {}
+    supports_gradients = False
+    gradients_unavailable = ("a declared side (parity.byo) taps stage values, not gradients: it would need the loss "
+                             "computed by the model (not derived by the harness), the adjoint of each stage's layout "
+                             "and of each weight-map transform; backward parity is not available for it")
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)

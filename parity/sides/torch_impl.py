@@ -50,3 +50,66 @@ class TorchImpl(TorchFramework, Side):
         with torch.no_grad():
             out = model.stage(name, tensors)
         return out.detach().cpu().numpy()
+
+    # ---- gradients (autograd) ------------------------------------------------------------------
+    supports_gradients = True
+    complex_gradient = "dx+idy"  # autograd of a real loss: dL/dRe + i dL/dIm (docs/backward.md)
+
+    @staticmethod
+    def _np(t):
+        return t.detach().resolve_conj().cpu().numpy()
+
+    def _differentiate(self, model, out, wrt, cotangent=None):
+        """(grads of ``wrt`` tensors by name, neutral weight grads) of ``out`` (None: not reached)."""
+        import torch
+        from torch_impl.weights import from_torch_state, torch_name
+
+        params = dict(model.generator.named_parameters())
+        live = {k: t for k, t in {**wrt, **{"__p__" + n: p for n, p in params.items()}}.items() if t.requires_grad}
+        grads = {}
+        if out.requires_grad and live:
+            got = torch.autograd.grad(out, list(live.values()), grad_outputs=cotangent, allow_unused=True)
+            grads = {k: g for k, g in zip(live, got) if g is not None}
+        tensors = {k: self._np(g) for k, g in grads.items() if not k.startswith("__p__")}
+        pg = {n[5:]: g for n, g in grads.items() if n.startswith("__p__")}
+        if not pg:
+            return tensors, {}
+        state = {n: (pg[n] if n in pg else torch.zeros_like(p)).detach().resolve_conj().cpu() for n, p in params.items()}
+        weights = from_torch_state(model.config, state)
+        return tensors, {k: v for k, v in weights.items() if torch_name(k) in pg}
+
+    def gradients(self, model, inputs, loss):
+        import torch
+        from torch_impl.model import STAGE_INPUTS, STAGE_NAMES
+
+        if loss not in STAGE_INPUTS:
+            raise ValueError(f"unknown loss stage {loss!r}")
+        model.generator.requires_grad_(True)
+        try:
+            with torch.enable_grad():
+                env = model._check_batch(inputs["diffraction"], inputs["offsets"], inputs["probe_raw"])
+                for t in env.values():
+                    t.requires_grad_(True)
+                for name in STAGE_NAMES:
+                    env[name] = model._compute(name, {k: env[k] for k in STAGE_INPUTS[name]})
+                    if name == loss:
+                        break
+                wrt = {n: env[n] for n in STAGE_NAMES if n in env}
+                return (*self._differentiate(model, env[loss], wrt), {n: self._np(t) for n, t in wrt.items()})
+        finally:
+            model.generator.requires_grad_(False)
+
+    def stage_vjp(self, model, name, env, cotangent):
+        import torch
+        from torch_impl.model import STAGE_INPUTS
+
+        model.generator.requires_grad_(True)
+        try:
+            with torch.enable_grad():
+                batch: Dict[str, int] = {}
+                e = {k: model._prepare(k, env[k], batch).requires_grad_(True) for k in STAGE_INPUTS[name]}
+                out = model._compute(name, e)
+                cot = torch.as_tensor(np.asarray(cotangent), device=model.device).to(out.dtype)
+                return self._differentiate(model, out, e, cot)
+        finally:
+            model.generator.requires_grad_(False)

@@ -103,3 +103,23 @@ def registered_sqrt_pair():
     sides.register_side("sqrt", "tests.helpers.sides:SqrtSide")
     sides.register_side("sqrt_buggy", "tests.helpers.sides:BuggySqrtSide")
     return sqrt_pair()
+# ---- gradients ----------------------------------------------------------------------------------
+class NoGradSide(TorchImpl):
+    """torch_impl that says it computes no gradients (backward parity is not available)."""
+
+    name = "nograd"
+    supports_gradients = False
+    gradients_unavailable = "this test side has no autograd"
+
+
+class NanGradSide(TorchImpl):
+    """torch_impl whose gradient of every loss is NaN from exit_wave up (its forward is exact)."""
+
+    name = "nangrad"
+
+    def gradients(self, model, inputs, loss):
+        stages, weights, values = super().gradients(model, inputs, loss)
+        up = ("exit_wave", "probe", "extracted_patches", "canvas", "object_patches", "amp", "phase", "latent",
+              "input_scaled")
+        stages = {k: (np.full_like(v, np.nan) if k in up else v) for k, v in stages.items()}
+        return stages, {k: np.full_like(v, np.nan) for k, v in weights.items()}, values
