@@ -54,13 +54,20 @@ class Gradients:
 def gradients(model, inputs: Mapping[str, object], loss: str = "loss_nll") -> Gradients:
     """Run ``model`` (a :class:`torch_impl.ForwardModel`) on ``inputs`` (canonical arrays or
     tensors: diffraction, offsets, probe_raw) with autograd and differentiate ``loss``."""
+    return gradients_of(model, inputs, (loss,))[loss]
+
+
+def gradients_of(model, inputs: Mapping[str, object], losses=LOSSES) -> Dict[str, Gradients]:
+    """:func:`gradients` of several losses from one forward pass (one backward pass each)."""
     import torch
     from torch_impl.model import STAGE_NAMES as PORT_STAGES
     from torch_impl.weights import from_torch_state
 
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {list(LOSSES)}, got {loss!r}")
+    bad = [loss for loss in losses if loss not in LOSSES]
+    if bad or not losses:
+        raise ValueError(f"losses must be a non-empty subset of {list(LOSSES)}, got {list(losses)}")
     params = dict(model.generator.named_parameters())
+    per_loss = {}
     with torch.enable_grad():
         model.generator.requires_grad_(True)
         try:
@@ -73,7 +80,9 @@ def gradients(model, inputs: Mapping[str, object], loss: str = "loss_nll") -> Gr
                     out = out.detach().requires_grad_(True)
                 env[name] = out
             wrt = [env[s] for s in PORT_STAGES] + list(params.values())
-            grads = torch.autograd.grad(env[loss], wrt, allow_unused=True)
+            for i, loss in enumerate(losses):
+                per_loss[loss] = torch.autograd.grad(env[loss], wrt, allow_unused=True,
+                                                     retain_graph=i < len(losses) - 1)
         finally:
             model.generator.requires_grad_(False)
     n = len(PORT_STAGES)
@@ -82,9 +91,12 @@ def gradients(model, inputs: Mapping[str, object], loss: str = "loss_nll") -> Gr
         return (torch.zeros_like(like) if g is None else g).detach().cpu().numpy()
 
     stages = {s: env[s].detach().cpu().numpy() for s in PORT_STAGES}
-    adjoints = {s: numpy(g, env[s]) for s, g in zip(PORT_STAGES, grads[:n])}
-    state = {k: torch.as_tensor(numpy(g, p)) for (k, p), g in zip(params.items(), grads[n:])}
-    return Gradients(loss, stages, adjoints, from_torch_state(model.config, state))
+    out = {}
+    for loss, grads in per_loss.items():
+        adjoints = {s: numpy(g, env[s]) for s, g in zip(PORT_STAGES, grads[:n])}
+        state = {k: torch.as_tensor(numpy(g, p)) for (k, p), g in zip(params.items(), grads[n:])}
+        out[loss] = Gradients(loss, stages, adjoints, from_torch_state(model.config, state))
+    return out
 
 
 def adjoint_order(weight_names) -> List[Entry]:
@@ -179,7 +191,8 @@ class CleanCase:
         if (loss, dtype) not in self._grads:
             if dtype not in self._models:
                 self._models[dtype] = self.adapter.build(self.config, self.weights, dtype, "cpu")
-            self._grads[(loss, dtype)] = gradients(self._models[dtype], self.inputs, loss)
+            for name, g in gradients_of(self._models[dtype], self.inputs, LOSSES).items():
+                self._grads[(name, dtype)] = g
         return self._grads[(loss, dtype)]
 
     def floor(self, loss: str, entry: Entry) -> Tuple[float, float]:
@@ -253,7 +266,7 @@ def check_fault(fault, clean: CleanCase, margin: float = MARGIN) -> List[Finding
         model = clean.adapter.build(clean.config, clean.weights, clean.case.dtype, "cpu") if fault.network \
             else clean.model
         forward = clean.adapter.forward(model, clean.inputs)
-        faulty = {loss: gradients(model, clean.inputs, loss) for loss in fault.losses}
+        faulty = gradients_of(model, clean.inputs, fault.losses)
     expected: Entry = ("weight", fault.expected_weight) if fault.expected_weight else ("stage", fault.expected_stage)
     out = []
     for loss in fault.losses:

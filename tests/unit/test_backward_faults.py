@@ -108,8 +108,10 @@ def test_backward_probe_forward_is_the_ports_forward_and_leaves_no_gradient_stat
     # a stage the loss does not depend on has a zero gradient
     assert not np.any(g.adjoints["trimmed_object"]) and not np.any(g.adjoints["loss_mae"])
     assert g.adjoints["loss_nll"] == 1.0
-    again = gradprobe.gradients(clean.model, clean.inputs, "loss_nll")  # deterministic
+    again = gradprobe.gradients(clean.model, clean.inputs, "loss_nll")  # deterministic, alone or with loss_mae
     assert all(gradprobe.same(g.get(e), again.get(e)) for e in gradprobe.adjoint_order(g.weights))
+    with pytest.raises(ValueError, match=r"losses must be a non-empty subset of \['loss_nll', 'loss_mae'\]"):
+        gradprobe.gradients(clean.model, clean.inputs, "loss_l2")
 
 
 def test_backward_probe_loss_gradients_are_the_hand_computed_ones():
@@ -210,3 +212,23 @@ def test_backward_fault_passes_forward_and_is_caught_at_its_expected_place(fault
     again = gradprobe.gradients(clean.model, clean.inputs, fault.losses[0])
     ref = clean.gradients(fault.losses[0])
     assert all(gradprobe.same(ref.get(e), again.get(e)) for e in gradprobe.adjoint_order(ref.weights))
+
+
+# ---- the forward self-test's comparison cannot see them -------------------------------------
+FORWARD_CASES = ("n64_g2", "n64_g2_probe_big_relu")  # between them, every backward fault applies
+
+
+def test_backward_faults_pass_the_forward_comparison_against_the_reference():
+    pytest.importorskip("tensorflow")
+    from parity.selftest import run_selftest
+
+    cases = [case_registry.get_case(n) for n in FORWARD_CASES]
+    assert all(any(f.applicable(c) for c in cases) for f in BACKWARD)
+    doc = run_selftest(faults=list(faults.BACKWARD_FAULT_NAMES), cases=list(FORWARD_CASES), false_alarm_seeds=0,
+                       catalogue=BACKWARD, isolation="inprocess")
+    assert [c["verdict"] for c in doc["clean"]] == ["pass", "pass"]
+    for row in doc["faults"]:
+        fault = faults.get_fault(row["name"])
+        assert row["cases_run"] == [c.name for c in cases if fault.applicable(c)], row["name"]
+        assert not row["detected"] and row["caught_by"] == [], row["name"]  # the forward suite cannot see it
+        assert all(r["verdict"] == "pass" and r["first_divergent_stage"] is None for r in row["runs"]), row["name"]
