@@ -81,6 +81,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if not args.margin > 0:
         ap.error(f"--margin must be > 0, got {args.margin}")
+    if args.json is not None and not args.json.parent.is_dir():
+        ap.error(f"--json {args.json}: folder {args.json.parent} does not exist")
     try:
         selected = _pick(args.fault, {f.name: f for f in faults.BACKWARD_FAULTS}, "fault")
         cases = _pick(args.case, {c.name: c for c in case_registry.suite("default")}, "case")
