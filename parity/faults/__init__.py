@@ -33,15 +33,24 @@ stages (latent, amp, phase). Faults with ``network=False`` leave those stages bi
 (``tests/unit/test_faults.py`` checks it), which lets the self-test reuse the clean port's
 network stages.
 
+*Backward-only* faults (``kind="backward"``, :data:`BACKWARD_FAULTS`) leave every forward
+stage bit for bit the clean port's and break only the gradient; ``expected_stage`` is then the
+adjoint stage where the gradient first goes wrong in reverse pipeline order and
+``expected_weight`` the weight whose gradient goes wrong before any stage's, if one does. They
+are not in :data:`FAULTS` (the forward self-test's catalogue, which they would pass), but
+``get_fault``, ``inject`` and jobs take their names like any other.
+:mod:`.gradprobe` differentiates the port (stage and weight gradients) to show them.
+
 The package: :mod:`.core` (the Fault record, applicability predicates, inject / inject_all,
-snapshot), :mod:`.patches` (the faulty implementations) and :mod:`.catalogue` (the entries,
-FAULTS, get_fault). PyTorch is imported lazily (inside the patches), so ``parity.faults`` can be
+snapshot), :mod:`.patches` (the faulty implementations), :mod:`.catalogue` (the entries,
+FAULTS, get_fault), :mod:`.backward` (the backward-only faults) and :mod:`.gradprobe`. PyTorch is imported lazily (inside the patches), so ``parity.faults`` can be
 imported to list the catalogue without a framework.
 """
 from __future__ import annotations
 
-from .catalogue import FAULT_NAMES, FAULTS, applicable_cases, get_fault
+from .catalogue import ALL_FAULTS, BACKWARD_FAULT_NAMES, BACKWARD_FAULTS, FAULT_NAMES, FAULTS, applicable_cases, get_fault
 from .core import NETWORK_STAGES, PATCHED_SIDE, Applies, Fault, UnknownFault, inject, inject_all, offsets_kind, snapshot
 
-__all__ = ["Applies", "FAULTS", "FAULT_NAMES", "Fault", "NETWORK_STAGES", "PATCHED_SIDE", "UnknownFault", "applicable_cases",
-           "get_fault", "inject", "inject_all", "offsets_kind", "snapshot"]
+__all__ = ["ALL_FAULTS", "Applies", "BACKWARD_FAULTS", "BACKWARD_FAULT_NAMES", "FAULTS", "FAULT_NAMES", "Fault",
+           "NETWORK_STAGES", "PATCHED_SIDE", "UnknownFault", "applicable_cases", "get_fault", "inject", "inject_all",
+           "offsets_kind", "snapshot"]

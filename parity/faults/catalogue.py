@@ -3,12 +3,14 @@
 Each entry names its patches (:mod:`.patches`), the stage where the harness must first see it
 (``expected_stage``), the cases where it can show at all (``applies``), whether it can change
 the network stages (``network``), its upstream reference and the cases where it must be caught.
+The backward-only faults (forward exact, gradient wrong) are in :mod:`.backward`.
 """
 from __future__ import annotations
 
 from typing import Dict, List, Sequence, Tuple
 
 from . import patches as P
+from .backward import BACKWARD_FAULTS
 from .core import FLOAT64, GRID, OBJECT_BIG, Fault, UnknownFault, config_is, offsets_are
 
 
@@ -138,15 +140,21 @@ FAULTS: Tuple[Fault, ...] = (
           must_show=("n64_g1_f64_mask", "n64_g2_f64_smooth")),
 )
 
-_BY_NAME: Dict[str, Fault] = {f.name: f for f in FAULTS}
-FAULT_NAMES: Tuple[str, ...] = tuple(_BY_NAME)
+#: Forward faults (FAULTS, what the forward self-test runs) and backward-only faults
+#: (BACKWARD_FAULTS, :mod:`.backward`): one namespace, so ``inject`` and jobs take either.
+ALL_FAULTS: Tuple[Fault, ...] = FAULTS + BACKWARD_FAULTS
+_BY_NAME: Dict[str, Fault] = {f.name: f for f in ALL_FAULTS}
+if len(_BY_NAME) != len(ALL_FAULTS):  # pragma: no cover - a catalogue edit gone wrong
+    raise RuntimeError("two faults share a name")
+FAULT_NAMES: Tuple[str, ...] = tuple(f.name for f in FAULTS)
+BACKWARD_FAULT_NAMES: Tuple[str, ...] = tuple(f.name for f in BACKWARD_FAULTS)
 
 
 def get_fault(name: str) -> Fault:
     try:
         return _BY_NAME[name]
     except KeyError:
-        raise UnknownFault(f"unknown fault {name!r}; known faults are: {', '.join(FAULT_NAMES)}") from None
+        raise UnknownFault(f"unknown fault {name!r}; known faults are: {', '.join(_BY_NAME)}") from None
 
 
 def applicable_cases(fault: Fault, cases: Sequence) -> List:

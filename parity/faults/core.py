@@ -81,6 +81,10 @@ FLOAT64 = Applies("float64", lambda case: case.dtype == "float64")
 # the fault record and the context manager
 # ---------------------------------------------------------------------------------------------
 Patch = Tuple[object, str, object]  # (module or class, attribute name, new value)
+#: "forward": the fault changes a forward stage; "backward": only gradients (see :mod:`.backward`).
+FAULT_KINDS = ("forward", "backward")
+#: The loss stages whose gradient a backward fault can be seen in.
+LOSS_STAGES = ("loss_nll", "loss_mae")
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,12 @@ class Fault:
     ``patches()`` returns the ``(owner, attribute, new value)`` triples to apply; it is called
     on entry to :func:`inject`, so a patch may wrap whatever the attribute holds then.
     ``must_show``: case names where the fault must be caught (checked when those cases run).
+
+    ``kind``: ``"forward"`` (a forward stage goes wrong first: ``expected_stage``) or
+    ``"backward"`` (the forward is bit for bit the clean port's; ``expected_stage`` is the
+    adjoint stage whose gradient goes wrong first in reverse pipeline order, ``expected_weight``
+    the neutral weight whose gradient goes wrong before any stage's, if one does, and
+    ``losses`` the losses whose gradient shows it; see :mod:`.backward`).
     """
 
     name: str
@@ -101,11 +111,27 @@ class Fault:
     upstream: str = ""
     must_show: Tuple[str, ...] = ()
     notes: str = ""
+    kind: str = "forward"
+    expected_weight: str = ""
+    losses: Tuple[str, ...] = ("loss_nll", "loss_mae")
 
     def __post_init__(self) -> None:
         if self.expected_stage not in BY_NAME:
             raise ValueError(f"fault {self.name}: unknown expected stage {self.expected_stage!r}; "
                              f"known stages are {list(STAGE_NAMES)}")
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"fault {self.name}: kind must be one of {list(FAULT_KINDS)}, got {self.kind!r}")
+        if self.kind == "forward" and self.expected_weight:
+            raise ValueError(f"fault {self.name}: expected_weight is for backward faults only")
+        bad = [loss for loss in self.losses if loss not in LOSS_STAGES]
+        if bad or not self.losses:
+            raise ValueError(f"fault {self.name}: losses must be a non-empty subset of {list(LOSS_STAGES)}, "
+                             f"got {list(self.losses)}")
+
+    @property
+    def backward_only(self) -> bool:
+        """True for a fault whose forward is exactly the clean port's (only gradients differ)."""
+        return self.kind == "backward"
 
     def applicable(self, case) -> bool:
         return self.applies(case)
@@ -113,7 +139,8 @@ class Fault:
     def to_dict(self) -> Dict[str, object]:
         return {"name": self.name, "description": self.description, "expected_stage": self.expected_stage,
                 "applies_to": self.applies.text, "network": self.network, "upstream": self.upstream,
-                "must_show": list(self.must_show), "notes": self.notes}
+                "must_show": list(self.must_show), "notes": self.notes, "kind": self.kind,
+                "expected_weight": self.expected_weight, "losses": list(self.losses)}
 
 
 def stored(owner, attr: str):
