@@ -30,6 +30,9 @@ def _parser() -> argparse.ArgumentParser:
                         "process per job")
     p.add_argument("--job-timeout", type=float, default=DEFAULT_JOB_TIMEOUT, metavar="SECONDS",
                    help=f"a side's job that runs longer is killed and reported (default {DEFAULT_JOB_TIMEOUT:g})")
+    p.add_argument("--backward", action="store_true",
+                   help="the backward-only faults (forward exact, gradient wrong) through the backward comparison: "
+                        "each must pass the forward and be caught at its expected adjoint stage or weight")
     p.add_argument("--list", action="store_true", help="list the faults and the cases they apply to, then exit")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     return p
@@ -67,10 +70,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise UsageError(str(exc)) from None
         # validate names and the hub before anything slow runs
         select_cases(args.case, pair.cases)
-        select_faults(args.fault)
+        if args.backward:
+            from .backward import backward_faults
+
+            try:
+                backward_faults(args.fault)
+            except KeyError as exc:
+                raise UsageError(str(exc.args[0])) from None
+        else:
+            select_faults(args.fault)
         hub = args.hub if args.hub is not None else default_hub()
-        check_hub(hub, args.force)
+        name = "selftest_backward.json" if args.backward else SELFTEST_JSON
+        check_hub(hub, args.force, name)
         progress = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
+        if args.backward:
+            from .backward import format_backward_table, run_backward_selftest
+
+            doc = run_backward_selftest(faults=args.fault, cases=args.case, isolation=args.isolation,
+                                        job_timeout=args.job_timeout, pair=pair, progress=progress)
+            doc["argv"], doc["hub"] = list(sys.argv[1:] if argv is None else argv), str(hub)
+            print(format_backward_table(doc))
+            check_hub(hub, args.force, name)
+            write_json(hub / name, doc)
+            print(f"wrote {hub / name}")
+            return 0 if doc["verdict"] == "pass" else 1
         doc = run_selftest(faults=args.fault, cases=args.case, false_alarm_seeds=args.false_alarm_seeds,
                            only_false_alarm=args.only_false_alarm, isolation=args.isolation, pair=pair,
                            job_timeout=args.job_timeout, progress=progress)

@@ -20,12 +20,13 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from .. import faults as fault_catalogue
+from ..gradients import adjoint_name
 
 STATUSES = ("caught", "caught_elsewhere", "missed", "forward_visible", "error")
 
 
 def backward_faults(names: Optional[Sequence[str]] = None):
-    chosen = [f for f in fault_catalogue.FAULTS if getattr(f, "backward_only", False)]
+    chosen = list(fault_catalogue.BACKWARD_FAULTS)
     if names:
         by = {f.name: f for f in chosen}
         unknown = [n for n in names if n not in by]
@@ -55,7 +56,8 @@ def _judge(fault, runs: Dict[str, Any]) -> str:
         if not any(w["verdict"] == "fail" for w in losses):
             statuses.append("missed")
             continue
-        hit = any(w["verdict"] == "fail" and (w["first_divergent_stage"] == fault.expected_stage
+        stage = adjoint_name(fault.expected_stage)
+        hit = any(w["verdict"] == "fail" and (w["first_divergent_stage"] == stage
                                               or (fault.expected_weight and w["first_divergent_stage"] is None
                                                   and w["first_divergent_weight"] == fault.expected_weight)
                                               or (fault.expected_weight
@@ -118,7 +120,7 @@ def run_backward_selftest(*, faults: Optional[Sequence[str]] = None, cases: Opti
 def format_backward_table(doc: Dict[str, Any]) -> str:
     lines = [f"{'fault':<30} {'expected':<26} {'status':<16} where it first showed (case: loss -> stage | weight)"]
     for r in doc["faults"]:
-        expected = r["expected_stage"] + (f" | {r['expected_weight']}" if r["expected_weight"] else "")
+        expected = adjoint_name(r["expected_stage"]) + (f" | {r['expected_weight']}" if r["expected_weight"] else "")
         shown = []
         for case, got in r["cases"].items():
             if "error" in got:

@@ -90,12 +90,12 @@ def _fault_table(doc: Mapping[str, Any]) -> List[str]:
     return lines
 
 
-def check_hub(hub: Path, force: bool) -> None:
-    """Refuse (UsageError) a hub path that is a file, unwritable, or already holds a selftest.json."""
+def check_hub(hub: Path, force: bool, name: str = SELFTEST_JSON) -> None:
+    """Refuse (UsageError) a hub path that is a file, unwritable, or already holds ``name``."""
     if hub.exists() and not hub.is_dir():
         raise UsageError(f"hub {hub} exists and is not a folder; give a folder path for --hub")
-    if (hub / SELFTEST_JSON).exists() and not force:
-        raise UsageError(f"hub {hub} already holds {SELFTEST_JSON}; choose another --hub or pass --force to replace it")
+    if (hub / name).exists() and not force:
+        raise UsageError(f"hub {hub} already holds {name}; choose another --hub or pass --force to replace it")
     probe = hub
     while not probe.exists():
         probe = probe.parent
