@@ -5,7 +5,8 @@ on. A fault is
 
 * ``caught`` when its forward comparison passes (every stage) and its backward comparison
   fails first at its expected adjoint stage (or, for a fault that shows in a weight before any
-  stage, at its expected weight) for a loss it names, on every case it applies to;
+  stage, with its expected weight among the failing weights) for a loss it names, on every
+  case it applies to;
 * ``caught_elsewhere`` when the backward comparison fails, but first somewhere else;
 * ``missed`` when the backward comparison passes;
 * ``forward_visible`` when the forward comparison fails: a backward-only fault whose forward
@@ -40,7 +41,8 @@ def _where(run, loss: str) -> Dict[str, Any]:
     lb = run.backward.losses[loss]
     return {"verdict": lb.verdict, "first_divergent_stage": lb.adjoint.first_divergent_stage,
             "root_cause_stage": lb.adjoint.root_cause_stage,
-            "first_divergent_weight": lb.weights.first_divergent_stage}
+            "first_divergent_weight": lb.weights.first_divergent_stage,
+            "failing_weights": [s.name for s in lb.weights.stages if not s]}
 
 
 def _judge(fault, runs: Dict[str, Any]) -> str:
@@ -57,11 +59,10 @@ def _judge(fault, runs: Dict[str, Any]) -> str:
             statuses.append("missed")
             continue
         stage = adjoint_name(fault.expected_stage)
+        # at the expected adjoint stage; or, for a fault that shows in a weight, with that weight failing
         hit = any(w["verdict"] == "fail" and (w["first_divergent_stage"] == stage
-                                              or (fault.expected_weight and w["first_divergent_stage"] is None
-                                                  and w["first_divergent_weight"] == fault.expected_weight)
                                               or (fault.expected_weight
-                                                  and w["first_divergent_weight"] == fault.expected_weight))
+                                                  and fault.expected_weight in w.get("failing_weights", ())))
                   for w in losses)
         statuses.append("caught" if hit else "caught_elsewhere")
     for s in ("error", "forward_visible", "missed", "caught_elsewhere"):
