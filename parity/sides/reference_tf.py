@@ -47,11 +47,7 @@ class ReferenceTF(TensorFlowFramework, Side):
 
     def run_stage(self, model, name: str, env: Mapping[str, np.ndarray]) -> np.ndarray:
         tf = _tf()
-        real, cplx = model.real_dtype, model.complex_dtype
-        native = {}
-        for k, v in env.items():
-            arr = layouts.canonical_to_tf(k, v)
-            native[k] = tf.constant(arr, dtype=cplx if np.iscomplexobj(arr) else real)
+        native = _native(tf, model, env)
         with self.device_scope(model._parity_device):
             out = model.stage(name, native)
         return layouts.tf_to_canonical(name, out.numpy())
@@ -102,11 +98,7 @@ class ReferenceTF(TensorFlowFramework, Side):
 
     def stage_vjp(self, model, name, env, cotangent):
         tf = _tf()
-        real, cplx = model.real_dtype, model.complex_dtype
-        native = {}
-        for k, v in env.items():
-            arr = layouts.canonical_to_tf(k, v)
-            native[k] = tf.constant(arr, dtype=cplx if np.iscomplexobj(arr) else real)
+        native = _native(tf, model, env)
         vars_ = self._weight_variables(model)
         with self.device_scope(model._parity_device):
             with tf.GradientTape(watch_accessed_variables=False) as tape:
@@ -118,3 +110,14 @@ class ReferenceTF(TensorFlowFramework, Side):
             grads = tape.gradient(out, [native[k] for k in keys] + list(vars_.values()), output_gradients=cot)
         return (self._grads_out(keys, grads[: len(keys)], True),
                 self._grads_out(list(vars_), grads[len(keys):], False))
+
+
+def _native(tf, model, env: Mapping[str, np.ndarray]) -> Dict[str, object]:
+    """Canonical stage values as the reference's own tensors (its layout, its dtypes)."""
+    real, cplx = model.real_dtype, model.complex_dtype
+    out = {}
+    for k, v in env.items():
+        arr = layouts.canonical_to_tf(k, v)
+        out[k] = tf.constant(arr, dtype=cplx if np.iscomplexobj(arr) else real)
+    return out
+

@@ -21,7 +21,7 @@ import numpy as np
 from .. import byo
 from ..byo import NHWC, drop, layer, layer_input, transpose, unflatten
 from . import checkout, translate, weightmap
-from .stages import CANONICAL_LOSSES, STAGES
+from .stages import CANONICAL_LOSSES, STAGES, Upstream
 
 #: (B, 1, 2, C) -> (B, C, 2): ptycho's input_positions.
 POSITIONS = (drop(1), transpose(0, 2, 1))
@@ -68,7 +68,7 @@ _HEADS = ("the decoder heads end in an operator (x1 + x2 with probe_big) whose r
           "receives it; a Keras graph has nowhere to put another value of it")
 
 
-class Ptycho(byo.KerasSide):
+class Ptycho(Upstream, byo.KerasSide):
     name = "ptycho"
     stage_list = STAGES
     model = "parity.upstream.ptycho_tf:build"
@@ -95,20 +95,8 @@ class Ptycho(byo.KerasSide):
     }
 
     @classmethod
-    def setup_problem(cls):
-        try:
-            checkout.locate()
-        except checkout.CheckoutMissing as exc:
-            return str(exc)
-        return None
-
-    @classmethod
-    def refuses(cls, config: Dict[str, Any], dtype: str):
-        return translate.refusal(cls.name, config, dtype)
-
-    @classmethod
     def taps_for(cls, config):
-        blocks = {64: 3, 128: 4, 256: 5}[int(config["N"])]
+        blocks = weightmap.encoder_blocks(config)
         flat = _flat(config)
         taps = dict(cls.taps)
         taps["latent"] = dataclasses.replace(taps["latent"], target=f"max_pooling2d_{blocks - 1}")
@@ -144,10 +132,3 @@ class Ptycho(byo.KerasSide):
                 "mean_absolute_error": {"value": mae, "computed_by": "Keras mean_absolute_error(s X, pred_amp), "
                                         "mean over every element", "canonical": "loss_mae", "relation": same}}
 
-    def given(self, config, dtype):
-        return translate.translation(self.name, dict(config), dtype)
-
-    def capture_meta(self) -> Dict[str, Any]:
-        meta = super().capture_meta()
-        meta["upstream"] = checkout.describe(checkout.locate())
-        return meta

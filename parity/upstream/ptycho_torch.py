@@ -23,7 +23,7 @@ from .. import byo
 from ..byo import crop, derived, drop, function, module, module_input, square
 from ..byo.taps import AT_INPUTS
 from . import checkout, translate, weightmap
-from .stages import CANONICAL_LOSSES, STAGES
+from .stages import CANONICAL_LOSSES, STAGES, Upstream
 
 HELPER = "ptycho_torch.helper"
 
@@ -80,7 +80,7 @@ def _forward_class():
     return Forward
 
 
-class PtychoTorch(byo.TorchSide):
+class PtychoTorch(Upstream, byo.TorchSide):
     name = "ptycho_torch"
     stage_list = STAGES
     model = "parity.upstream.ptycho_torch:build"
@@ -103,18 +103,6 @@ class PtychoTorch(byo.TorchSide):
         "pred_intensity": derived(square),
         **CANONICAL_LOSSES,
     }
-
-    @classmethod
-    def setup_problem(cls):
-        try:
-            checkout.locate()
-        except checkout.CheckoutMissing as exc:
-            return str(exc)
-        return None
-
-    @classmethod
-    def refuses(cls, config, dtype):
-        return translate.refusal(cls.name, config, dtype)
 
     @classmethod
     def taps_for(cls, config):
@@ -151,10 +139,3 @@ class PtychoTorch(byo.TorchSide):
                             "(mean(X) + 1e-8)", "canonical": "loss_mae",
                             "relation": "the canonical loss divided by mean(X): compare the canonical loss instead"}}
 
-    def given(self, config, dtype):
-        return translate.translation(self.name, dict(config), dtype)
-
-    def capture_meta(self) -> Dict[str, Any]:
-        meta = super().capture_meta()
-        meta["upstream"] = checkout.describe(checkout.locate())
-        return meta

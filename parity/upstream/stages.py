@@ -8,6 +8,7 @@ import numpy as np
 
 from ..byo import derived
 from ..stages import STAGES
+from . import checkout, translate
 
 
 def loss_nll(pred_intensity, diffraction):
@@ -22,4 +23,31 @@ def loss_mae(pred_amp, diffraction):
 
 CANONICAL_LOSSES = {"loss_nll": derived(loss_nll), "loss_mae": derived(loss_mae)}
 
-__all__ = ["CANONICAL_LOSSES", "STAGES", "loss_mae", "loss_nll"]
+
+class Upstream:
+    """What both upstream sides do alike (mixed in before their byo base class): they need the
+    checkout, refuse what :mod:`.translate` cannot express, record what they were given and
+    the checkout they ran from."""
+
+    @classmethod
+    def setup_problem(cls):
+        try:
+            checkout.locate()
+        except checkout.CheckoutMissing as exc:
+            return str(exc)
+        return None
+
+    @classmethod
+    def refuses(cls, config, dtype):
+        return translate.refusal(cls.name, config, dtype)
+
+    def given(self, config, dtype):
+        return translate.translation(self.name, dict(config), dtype)
+
+    def capture_meta(self):
+        meta = super().capture_meta()
+        meta["upstream"] = checkout.describe(checkout.locate())
+        return meta
+
+
+__all__ = ["CANONICAL_LOSSES", "STAGES", "Upstream", "loss_mae", "loss_nll"]

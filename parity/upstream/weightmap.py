@@ -27,8 +27,11 @@ DECODERS = ("decoder_amp", "decoder_phase")
 _HEAD = {"decoder_amp": "amp", "decoder_phase": "phase"}
 
 
-def _blocks(config: Dict[str, Any]) -> int:
-    return {64: 3, 128: 4, 256: 5}[int(config["N"])]
+def encoder_blocks(config: Dict[str, Any]) -> int:
+    """L, the encoder's ConvPool blocks (forward-model.md §3.2, read off the reference's config)."""
+    from reference_tf.config import ModelConfig
+
+    return len(ModelConfig.from_dict(dict(config)).encoder_filters)
 
 
 def _neutral_names(config: Dict[str, Any]) -> List[str]:
@@ -60,7 +63,7 @@ def _keras_layer(index: int) -> str:
 
 
 def ptycho_map(config: Dict[str, Any]) -> WeightMap:
-    blocks = _blocks(config)
+    blocks = encoder_blocks(config)
     up = bool(config["probe_big"]) or not config["pad_object"]
     entries = {}
     for full in _neutral_names(config):
